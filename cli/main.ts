@@ -1,0 +1,26 @@
+#!/usr/bin/env node
+import { Command } from 'commander';
+import { isKvpackError } from '../common/errors.js';
+import { registerGenerateCommand } from './commands/generate.js';
+import { registerModelCommands } from './commands/model.js';
+
+const program = new Command();
+program
+  .name('kvpack')
+  .description('RAG server that splices precomputed KV packets into the model cache instead of recomputing retrieved passages.')
+  .version('0.1.0')
+  .showHelpAfterError();
+
+registerModelCommands(program);
+registerGenerateCommand(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  if (isKvpackError(error)) {
+    process.stderr.write(`kvpack: ${error.message} [${error.code}]\n`);
+    process.exitCode = 1;
+  } else {
+    throw error;
+  }
+}
