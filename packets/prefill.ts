@@ -1,0 +1,73 @@
+import { KvpackError } from '../common/errors.js';
+import type { InferenceEngine } from '../inference/engine.js';
+import type { KvCache } from '../inference/kv-cache.js';
+import type { AdapterVectors } from './adapter-vectors.js';
+import { rerotateKeys } from './rerotate.js';
+
+/** The cache of one chunk prefilled alone from position 0, with or without an adapter. */
+export interface ChunkPrefill {
+  /** Keys rotated as if the first entry sat at position 0. */
+  kv: KvCache;
+  /** Adapter entries before the chunk's tokens in `kv` (reference variant: the header). */
+  prefixLength: number;
+  /** Adapter entries after the chunk's tokens in `kv` (reference variant: the trailer). */
+  suffixLength: number;
+  /** `[tokens, vocab]`: row j holds the logits after chunk token j, for surprisal scores. */
+  logits: Float32Array;
+}
+
+/**
+ * Prefills a chunk alone, as a packet stores it:
+ * - no adapter (naive): the chunk's tokens at positions 0..n-1;
+ * - reference: `[header][chunk][trailer]` from position 0, every entry kept;
+ * - conditioned: `[header][chunk]` from position 0, then the header entries are dropped and the
+ *   chunk's keys rotated back by the header length, so they sit at positions 0..n-1.
+ */
+export async function prefillChunk(engine: InferenceEngine, tokens: Int32Array, adapter?: AdapterVectors): Promise<ChunkPrefill> {
+  if (tokens.length === 0) {
+    throw new KvpackError('INVALID_ARGUMENT', 'A packet needs at least one token; the chunk encodes to none.');
+  }
+  if (!adapter) {
+    const result = await engine.forward({ tokens, positions: sequence(tokens.length), logits: 'all' });
+    return { kv: result.present, prefixLength: 0, suffixLength: 0, logits: result.logits };
+  }
+  checkAdapterWidth(engine, adapter);
+  const tokenEmbeddings = await engine.embedTokens(tokens);
+  const trailer = adapter.variant === 'reference' ? adapter.trailer : new Float32Array(0);
+  const embeddings = concatFloat32([adapter.header, tokenEmbeddings, trailer]);
+  const total = embeddings.length / engine.arch.hiddenSize;
+  const result = await engine.forward({ embeddings, positions: sequence(total), logits: 'all' });
+  const vocab = engine.arch.vocabSize;
+  const header = adapter.headerLength;
+  const logits = result.logits.slice(header * vocab, (header + tokens.length) * vocab);
+  if (adapter.variant === 'reference') {
+    return { kv: result.present, prefixLength: header, suffixLength: adapter.trailerLength, logits };
+  }
+  const chunkOnly = result.present.slice(header, header + tokens.length);
+  return { kv: rerotateKeys(chunkOnly, engine.arch, -header), prefixLength: 0, suffixLength: 0, logits };
+}
+
+function checkAdapterWidth(engine: InferenceEngine, adapter: AdapterVectors): void {
+  const hidden = engine.arch.hiddenSize;
+  if (adapter.header.length !== adapter.headerLength * hidden || adapter.trailer.length !== adapter.trailerLength * hidden) {
+    throw new KvpackError(
+      'INVALID_ARGUMENT',
+      `Adapter ${adapter.id} does not fit this model: its vectors are not ${hidden} wide (header ${adapter.header.length} floats ` +
+        `for ${adapter.headerLength} vectors). Train or import an adapter for this model.`,
+    );
+  }
+}
+
+export function sequence(length: number, start = 0): number[] {
+  return Array.from({ length }, (_, i) => start + i);
+}
+
+function concatFloat32(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
