@@ -43,8 +43,9 @@ async function main(): Promise<void> {
   console.log('\n| task | median ms | min ms | max ms | tokens/s (median) |');
   console.log('|---|---:|---:|---:|---:|');
   for (const task of bench.tasks) {
-    const latency = task.result?.latency;
-    if (!latency) continue;
+    const result = task.result;
+    if (!result || !('latency' in result)) continue;
+    const latency = result.latency;
     const tokens = tokensPerRun[task.name];
     const rate = tokens ? (tokens / (latency.p50 / 1000)).toFixed(0) : '';
     console.log(`| ${task.name} | ${latency.p50.toFixed(1)} | ${latency.min.toFixed(1)} | ${latency.max.toFixed(1)} | ${rate} |`);
