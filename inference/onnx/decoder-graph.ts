@@ -17,6 +17,12 @@ export interface DecoderGraphOptions {
    * exports do. `inputs_embeds`: the graph takes embedding vectors `[batch, seq, hidden]`.
    */
   embeddingInput: 'input_ids' | 'inputs_embeds';
+  /**
+   * `logits` (default): the language-model head, with the `num_logits_to_keep` input.
+   * `last_hidden_state`: the final-norm hidden states `[batch, seq, hidden]` of every position and
+   * no head, as a Transformers.js base model (`LlamaModel`) export has them for feature extraction.
+   */
+  output?: 'logits' | 'last_hidden_state';
 }
 
 /** Tensor names of the Optimum / Transformers.js decoder export convention. */
@@ -52,7 +58,8 @@ export function buildDecoderGraph(arch: DecoderArchitecture, weights: WeightMap,
       g.input(name, OnnxDataType.FLOAT, [batch, arch.numKvHeads, 'past_sequence_length', arch.headDim]);
     }
   }
-  const logitsToKeep = g.input('num_logits_to_keep', OnnxDataType.INT64, []);
+  const hiddenOutput = options.output === 'last_hidden_state';
+  const logitsToKeep = hiddenOutput ? undefined : g.input('num_logits_to_keep', OnnxDataType.INT64, []);
 
   // 2. Token embeddings, rotary tables and the attention mask shared by every layer.
   let hidden = inputsEmbeds ?? g.op('Gather', [weight('model.embed_tokens.weight'), inputIds as string], { axis: 0 });
@@ -65,13 +72,17 @@ export function buildDecoderGraph(arch: DecoderArchitecture, weights: WeightMap,
     hidden = buildDecoderLayer(g, arch, weight, layer, hidden, rope, mask);
   }
 
-  // 4. Final norm, the positions whose logits are kept, and the output head.
+  // 4. Final norm, then either the hidden states themselves or the kept positions through the output head.
   const normed = rmsNorm(g, hidden, weight('model.norm.weight'), arch.rmsNormEps);
-  const kept = sliceLastPositions(g, normed, logitsToKeep);
-  const head = arch.tieWordEmbeddings ? weight('model.embed_tokens.weight') : weight('lm_head.weight');
-  g.op('MatMul', [kept, g.op('Transpose', [head], { perm: [1, 0] })], {}, 'logits');
-
-  g.output('logits', OnnxDataType.FLOAT, [batch, 'logits_length', arch.vocabSize]);
+  if (logitsToKeep === undefined) {
+    g.op('Identity', [normed], {}, 'last_hidden_state');
+    g.output('last_hidden_state', OnnxDataType.FLOAT, [batch, seq, arch.hiddenSize]);
+  } else {
+    const kept = sliceLastPositions(g, normed, logitsToKeep);
+    const head = arch.tieWordEmbeddings ? weight('model.embed_tokens.weight') : weight('lm_head.weight');
+    g.op('MatMul', [kept, g.op('Transpose', [head], { perm: [1, 0] })], {}, 'logits');
+    g.output('logits', OnnxDataType.FLOAT, [batch, 'logits_length', arch.vocabSize]);
+  }
   for (let layer = 0; layer < arch.numLayers; layer++) {
     for (const name of [presentKeyName(layer), presentValueName(layer)]) {
       g.output(name, OnnxDataType.FLOAT, [batch, arch.numKvHeads, 'total_sequence_length', arch.headDim]);

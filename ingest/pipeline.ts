@@ -1,0 +1,301 @@
+import { existsSync } from 'node:fs';
+import type { Logger } from 'pino';
+import { KvpackError } from '../common/errors.js';
+import type { PacketStore } from '../packets/store.js';
+import type { Embedder } from '../retrieval/embedder.js';
+import { HashedEmbedder } from '../retrieval/hashed-embedder.js';
+import { wordFeatureHash } from '../retrieval/text-features.js';
+import type { NewChunk } from './catalog.js';
+import type { ChunkArtifacts, ChunkProcessor } from './chunk-processor.js';
+import { defaultChunking, validateChunking, type ChunkingOptions, type TokenEncoder } from './chunker.js';
+import { defaultJsonlFields, type IngestWarning, type JsonlFields } from './loaders.js';
+import type { StoreLockOptions } from './lock.js';
+import { manifestPath, type ModelIdentity } from './manifest.js';
+import { planIngest, type IngestPlan, type PlannedDocument } from './plan.js';
+import { silentProgress, type ProgressReporter } from './progress.js';
+import { discoverSources } from './sources.js';
+import { ChunkStore, embeddingText } from './store.js';
+
+export interface IngestOptions {
+  storeDir: string;
+  /** Files and folders to ingest (folders recursively). */
+  paths: readonly string[];
+  /** Fingerprints and tokenizer of the model the chunks are cut for. */
+  model: ModelIdentity & { tokenizer: TokenEncoder };
+  /** Builds the per-chunk processor once the store's packet store is open. */
+  createProcessor: (packets: PacketStore, wordWeight: ((word: string) => number) | undefined) => ChunkProcessor;
+  /** The embedder; a new store records it, an existing one must match it. Default: the store's own, else hashed. The caller closes it. */
+  embedder?: Embedder;
+  /** Chunk lengths; an existing store must have been built with the same. Default: the store's, else 48/64/0. */
+  chunking?: ChunkingOptions;
+  /** Summary length share; default: the store's, else 0.5. */
+  summaryRatio?: number;
+  jsonl?: JsonlFields;
+  /** Delete documents whose source file no longer exists. Default false. */
+  prune?: boolean;
+  logger?: Logger;
+  progress?: ProgressReporter;
+  lock?: StoreLockOptions;
+  /** Save the index at least this often while ingesting, in milliseconds. Default 5000. */
+  checkpointIntervalMs?: number;
+  /**
+   * Chunks of one document processed at once, so that packet prefills and packet file writes
+   * (each flushed to disk) overlap. Default 4.
+   */
+  concurrency?: number;
+}
+
+export interface IngestReport {
+  documents: { added: number; updated: number; unchanged: number; removed: number };
+  chunks: { created: number; reused: number; removed: number };
+  /** Tokens of the chunks created. */
+  tokens: number;
+  skippedFiles: string[];
+  warnings: IngestWarning[];
+  elapsedMs: number;
+}
+
+const DEFAULT_SUMMARY_RATIO = 0.5;
+
+/**
+ * Ingests files into a store in steps: discover the files, plan (load, normalize, chunk, compare),
+ * then process and embed the new chunks of each new or changed document and commit it in one
+ * transaction. Last, delete removed documents, save the index and collect orphan packets. The
+ * store lock is held throughout.
+ * Killing the process at any point loses at most the document in flight, because the next run
+ * reconciles the index and packets with the catalog and finishes the job.
+ */
+export async function runIngest(options: IngestOptions): Promise<IngestReport> {
+  const startedAt = Date.now();
+  const progress = options.progress ?? silentProgress;
+  const logger = options.logger;
+  const sources = discoverSources(options.paths);
+  const store = await openIngestStore(options);
+  try {
+    const collected = await store.collectGarbagePackets();
+    if (collected > 0) logger?.info({ packets: collected }, 'removed packets of chunks that were never committed');
+    const plan = await planIngest(sources.files, {
+      catalog: store.catalog,
+      tokenizer: options.model.tokenizer,
+      model: options.model,
+      chunking: store.manifest.chunking,
+      jsonl: options.jsonl ?? defaultJsonlFields,
+      prune: options.prune ?? false,
+    });
+    const report = emptyReport(sources.skipped, plan);
+    for (const warning of report.warnings) logger?.warn({ kind: warning.kind, source: warning.source, byteOffsets: warning.byteOffsets }, warning.message);
+    const processor = options.createProcessor(store.packets, wordWeightOf(store.embedder));
+    countNewChunks(store, plan);
+    progress.start(totalsOf(store, plan));
+    await commitDocuments(store, plan, processor, report, progress, options.checkpointIntervalMs ?? 5000, options.concurrency ?? 4);
+    removeDocuments(store, plan.removals, report);
+    progress.stop();
+
+    store.saveDerivedState();
+    await store.collectGarbagePackets();
+    report.elapsedMs = Date.now() - startedAt;
+    logger?.info({ documents: report.documents, chunks: report.chunks, tokens: report.tokens, elapsedMs: report.elapsedMs }, 'ingest complete');
+    return report;
+  } finally {
+    await store.close();
+  }
+}
+
+async function openIngestStore(options: IngestOptions): Promise<ChunkStore> {
+  const chunking = options.chunking ?? defaultChunking;
+  validateChunking(chunking);
+  const summaryRatio = options.summaryRatio ?? DEFAULT_SUMMARY_RATIO;
+  if (!(summaryRatio > 0 && summaryRatio <= 1)) {
+    throw new KvpackError('INVALID_ARGUMENT', `Invalid summary ratio ${summaryRatio}: expected a number in (0, 1].`);
+  }
+  const store = await ChunkStore.open(options.storeDir, {
+    mode: 'write',
+    create: { chunking, summaryRatio },
+    model: options.model,
+    embedder: options.embedder ?? (existsSync(manifestPath(options.storeDir)) ? undefined : new HashedEmbedder()),
+    lock: options.lock,
+    purpose: 'kvpack ingest',
+    logger: options.logger,
+  });
+  try {
+    assertSameSettings(store, options.chunking, options.summaryRatio);
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
+  return store;
+}
+
+/** Raises STORE_MISMATCH when the options request other chunk lengths or summary ratio than the store has. */
+function assertSameSettings(store: ChunkStore, chunking: ChunkingOptions | undefined, summaryRatio: number | undefined): void {
+  const stored = store.manifest.chunking;
+  const differs =
+    chunking !== undefined &&
+    (chunking.targetTokens !== stored.targetTokens || chunking.maxTokens !== stored.maxTokens || chunking.overlapTokens !== stored.overlapTokens);
+  if (differs || (summaryRatio !== undefined && summaryRatio !== store.manifest.summaryRatio)) {
+    throw new KvpackError(
+      'STORE_MISMATCH',
+      `The store ${store.dir} cuts chunks of ${stored.targetTokens}/${stored.maxTokens} tokens with overlap ${stored.overlapTokens} ` +
+        `and summary ratio ${store.manifest.summaryRatio}; omit the chunk and summary options to keep them, or ingest into a new store.`,
+    );
+  }
+}
+
+/** Returns the corpus IDF of a word, when the store's embedder keeps term statistics. */
+function wordWeightOf(embedder: Embedder): ((word: string) => number) | undefined {
+  if (!(embedder instanceof HashedEmbedder) || !embedder.config.useIdf) return undefined;
+  const { statistics } = embedder;
+  return (word) => statistics.idf(wordFeatureHash(word.normalize('NFKC')));
+}
+
+/** Counts the batch's new chunks in the IDF statistics before any is embedded. */
+function countNewChunks(store: ChunkStore, plan: IngestPlan): void {
+  const seen = new Set<string>();
+  const texts: string[] = [];
+  for (const { document, chunks } of plan.documents) {
+    for (const chunk of chunks) {
+      if (seen.has(chunk.id) || store.catalog.hasChunk(chunk.id)) continue;
+      seen.add(chunk.id);
+      texts.push(embeddingText(document.title, chunk.text));
+    }
+  }
+  store.countNewChunks(texts);
+}
+
+function totalsOf(store: ChunkStore, plan: IngestPlan) {
+  const seen = new Set<string>();
+  let chunks = 0;
+  let tokens = 0;
+  for (const { chunks: list } of plan.documents) {
+    for (const chunk of list) {
+      if (seen.has(chunk.id) || store.catalog.hasChunk(chunk.id)) continue;
+      seen.add(chunk.id);
+      chunks += 1;
+      tokens += chunk.tokens.length;
+    }
+  }
+  return { documents: plan.documents.length, chunks, tokens };
+}
+
+async function commitDocuments(
+  store: ChunkStore,
+  plan: IngestPlan,
+  processor: ChunkProcessor,
+  report: IngestReport,
+  progress: ProgressReporter,
+  checkpointIntervalMs: number,
+  concurrency: number,
+): Promise<void> {
+  let lastCheckpoint = Date.now();
+  for (const planned of plan.documents) {
+    const { newChunks, reused } = await prepareChunks(store, planned, processor, concurrency);
+    store.assertLockHeld();
+    const change = store.catalog.commitDocument(
+      {
+        document: {
+          id: planned.document.id,
+          sourcePath: planned.document.sourcePath,
+          title: planned.document.title,
+          contentHash: planned.document.contentHash,
+          charCount: planned.document.text.length,
+        },
+        chunks: planned.chunks.map((chunk) => ({ chunk: newChunks.get(chunk.id) ?? placeholderFor(chunk.id), start: chunk.start, end: chunk.end })),
+      },
+      new Date().toISOString(),
+    );
+    store.applyChange(change);
+
+    if (planned.replaces) report.documents.updated += 1;
+    else report.documents.added += 1;
+    const tokens = [...newChunks.values()].reduce((sum, chunk) => sum + chunk.tokens.length, 0);
+    report.chunks.created += change.added.length;
+    report.chunks.reused += reused;
+    report.chunks.removed += change.removed.length;
+    report.tokens += tokens;
+    progress.advance({ documents: 1, chunks: newChunks.size, tokens });
+    if (Date.now() - lastCheckpoint >= checkpointIntervalMs) {
+      store.saveDerivedState();
+      lastCheckpoint = Date.now();
+    }
+  }
+}
+
+/** Builds packets, summaries and embeddings of the document's chunks that the catalog lacks. */
+async function prepareChunks(
+  store: ChunkStore,
+  planned: PlannedDocument,
+  processor: ChunkProcessor,
+  concurrency: number,
+): Promise<{ newChunks: Map<string, NewChunk>; reused: number }> {
+  const { title } = planned.document;
+  const pending = new Map<string, { text: string; tokens: Int32Array; artifacts?: ChunkArtifacts }>();
+  let reused = 0;
+  for (const chunk of planned.chunks) {
+    if (pending.has(chunk.id)) continue;
+    if (store.catalog.hasChunk(chunk.id)) {
+      reused += 1;
+      continue;
+    }
+    pending.set(chunk.id, { text: chunk.text, tokens: chunk.tokens });
+  }
+  const entries = [...pending.entries()];
+  await runWithConcurrency(entries, concurrency, async ([id, entry]) => {
+    entry.artifacts = await processor.process({ chunkId: id, text: entry.text, title, tokens: entry.tokens });
+  });
+  const embeddings = await store.embedder.embedDocuments(entries.map(([, entry]) => embeddingText(title, entry.text)));
+  const newChunks = new Map<string, NewChunk>();
+  entries.forEach(([id, entry], i) => {
+    const artifacts = entry.artifacts as ChunkArtifacts;
+    newChunks.set(id, {
+      id,
+      text: entry.text,
+      tokens: entry.tokens,
+      title,
+      summaryText: artifacts.summaryText,
+      summaryTokens: artifacts.summaryTokens,
+      embedding: embeddings[i],
+    });
+  });
+  return { newChunks, reused };
+}
+
+/** Runs `work` on every item with at most `limit` calls in flight. */
+async function runWithConcurrency<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const item = items[next];
+      next += 1;
+      await work(item);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+}
+
+/** Returns a stand-in for a chunk already in the catalog: `commitDocument` links it by id and ignores the other fields. */
+function placeholderFor(id: string): NewChunk {
+  return { id, text: '', tokens: new Int32Array(0), title: '', summaryText: '', summaryTokens: new Int32Array(0), embedding: new Float32Array(0) };
+}
+
+function removeDocuments(store: ChunkStore, ids: readonly string[], report: IngestReport): void {
+  if (ids.length === 0) return;
+  const change = store.catalog.deleteDocuments(ids);
+  store.applyChange(change);
+  report.documents.removed += ids.length;
+  report.chunks.removed += change.removed.length;
+}
+
+function emptyReport(skippedFiles: string[], plan: IngestPlan): IngestReport {
+  return {
+    documents: { added: 0, updated: 0, unchanged: plan.unchanged, removed: 0 },
+    chunks: { created: 0, reused: 0, removed: 0 },
+    tokens: 0,
+    skippedFiles,
+    warnings: [...skippedFiles.map((file) => skippedWarning(file)), ...plan.warnings],
+    elapsedMs: 0,
+  };
+}
+
+function skippedWarning(file: string): IngestWarning {
+  return { kind: 'unsupported-file', source: file, message: `Skipped ${file}: not a text, Markdown, HTML or JSON Lines file.` };
+}
