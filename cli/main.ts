@@ -1,8 +1,12 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { isKvpackError } from '../common/errors.js';
+import { registerAskCommand } from './commands/ask.js';
+import { registerDemoCommand } from './commands/demo.js';
 import { registerGenerateCommand } from './commands/generate.js';
+import { registerIngestCommand } from './commands/ingest.js';
 import { registerModelCommands } from './commands/model.js';
+import { registerServeCommand } from './commands/serve.js';
 
 const program = new Command();
 program
@@ -13,6 +17,10 @@ program
 
 registerModelCommands(program);
 registerGenerateCommand(program);
+registerIngestCommand(program);
+registerServeCommand(program);
+registerAskCommand(program);
+registerDemoCommand(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -38,22 +38,25 @@ export interface SummaryOptions {
 }
 
 /**
- * Builds the full packet of each chunk, scores its sentences by the model's surprisal from that
- * same prefill, and builds the packet of the extractive summary. Packets are stored before the
- * caller commits the chunk, so a committed chunk always has its packets.
+ * Builds the naive full packet of each chunk, scores its sentences by the model's surprisal from
+ * that same prefill, and builds the naive packet of the extractive summary. With adapters, the
+ * chunk and its summary also get a packet per adapter: `naive` and `epic` splice the naive ones,
+ * `packet` the adapter's. Packets are stored before the caller commits the chunk, so a committed
+ * chunk always has its packets.
  */
 export class PacketChunkProcessor implements ChunkProcessor {
   constructor(
     private readonly engine: InferenceEngine,
     private readonly packets: PacketStore,
     private readonly summary: SummaryOptions,
-    private readonly adapter?: AdapterVectors,
+    private readonly adapters: readonly AdapterVectors[] = [],
   ) {}
 
   async process(job: ChunkJob): Promise<ChunkArtifacts> {
-    const { engine, adapter } = this;
-    const full = await buildPacket(engine, job.tokens, { chunkId: job.chunkId, kind: 'full', adapter });
+    const { engine } = this;
+    const full = await buildPacket(engine, job.tokens, { chunkId: job.chunkId, kind: 'full' });
     await this.packets.put(full.packet);
+    await this.putAdapterPackets(job.chunkId, 'full', job.tokens);
 
     const surprisal: TokenSurprisal = {
       tokenStarts: tokenStartOffsets(engine.tokenizer, job.tokens, job.text),
@@ -63,9 +66,16 @@ export class PacketChunkProcessor implements ChunkProcessor {
     if (tokens.length === 0) {
       return { summaryText: text, summaryTokens: tokens, packetKinds: ['full'] };
     }
-    const summaryPacket = await buildPacket(engine, tokens, { chunkId: job.chunkId, kind: 'summary', adapter });
+    const summaryPacket = await buildPacket(engine, tokens, { chunkId: job.chunkId, kind: 'summary' });
     await this.packets.put(summaryPacket.packet);
+    await this.putAdapterPackets(job.chunkId, 'summary', tokens);
     return { summaryText: text, summaryTokens: tokens, packetKinds: ['full', 'summary'] };
+  }
+
+  private async putAdapterPackets(chunkId: string, kind: PacketKind, tokens: Int32Array): Promise<void> {
+    for (const adapter of this.adapters) {
+      await this.packets.put((await buildPacket(this.engine, tokens, { chunkId, kind, adapter })).packet);
+    }
   }
 }
 

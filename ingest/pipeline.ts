@@ -4,17 +4,16 @@ import { KvpackError } from '../common/errors.js';
 import type { PacketStore } from '../packets/store.js';
 import type { Embedder } from '../retrieval/embedder.js';
 import { HashedEmbedder } from '../retrieval/hashed-embedder.js';
-import { wordFeatureHash } from '../retrieval/text-features.js';
-import type { NewChunk } from './catalog.js';
-import type { ChunkArtifacts, ChunkProcessor } from './chunk-processor.js';
+import type { ChunkProcessor } from './chunk-processor.js';
+import { countNewChunks, DEFAULT_SUMMARY_RATIO, DocumentCommitter, wordWeightOf } from './commit.js';
 import { defaultChunking, validateChunking, type ChunkingOptions, type TokenEncoder } from './chunker.js';
 import { defaultJsonlFields, type IngestWarning, type JsonlFields } from './loaders.js';
 import type { StoreLockOptions } from './lock.js';
 import { manifestPath, type ModelIdentity } from './manifest.js';
-import { planIngest, type IngestPlan, type PlannedDocument } from './plan.js';
+import { planIngest, type IngestPlan } from './plan.js';
 import { silentProgress, type ProgressReporter } from './progress.js';
 import { discoverSources } from './sources.js';
-import { ChunkStore, embeddingText } from './store.js';
+import { ChunkStore } from './store.js';
 
 export interface IngestOptions {
   storeDir: string;
@@ -55,8 +54,6 @@ export interface IngestReport {
   elapsedMs: number;
 }
 
-const DEFAULT_SUMMARY_RATIO = 0.5;
-
 /**
  * Ingests files into a store in steps: discover the files, plan (load, normalize, chunk, compare),
  * then process and embed the new chunks of each new or changed document and commit it in one
@@ -85,7 +82,7 @@ export async function runIngest(options: IngestOptions): Promise<IngestReport> {
     const report = emptyReport(sources.skipped, plan);
     for (const warning of report.warnings) logger?.warn({ kind: warning.kind, source: warning.source, byteOffsets: warning.byteOffsets }, warning.message);
     const processor = options.createProcessor(store.packets, wordWeightOf(store.embedder));
-    countNewChunks(store, plan);
+    countNewChunks(store, plan.documents);
     progress.start(totalsOf(store, plan));
     await commitDocuments(store, plan, processor, report, progress, options.checkpointIntervalMs ?? 5000, options.concurrency ?? 4);
     removeDocuments(store, plan.removals, report);
@@ -141,27 +138,6 @@ function assertSameSettings(store: ChunkStore, chunking: ChunkingOptions | undef
   }
 }
 
-/** Returns the corpus IDF of a word, when the store's embedder keeps term statistics. */
-function wordWeightOf(embedder: Embedder): ((word: string) => number) | undefined {
-  if (!(embedder instanceof HashedEmbedder) || !embedder.config.useIdf) return undefined;
-  const { statistics } = embedder;
-  return (word) => statistics.idf(wordFeatureHash(word.normalize('NFKC')));
-}
-
-/** Counts the batch's new chunks in the IDF statistics before any is embedded. */
-function countNewChunks(store: ChunkStore, plan: IngestPlan): void {
-  const seen = new Set<string>();
-  const texts: string[] = [];
-  for (const { document, chunks } of plan.documents) {
-    for (const chunk of chunks) {
-      if (seen.has(chunk.id) || store.catalog.hasChunk(chunk.id)) continue;
-      seen.add(chunk.id);
-      texts.push(embeddingText(document.title, chunk.text));
-    }
-  }
-  store.countNewChunks(texts);
-}
-
 function totalsOf(store: ChunkStore, plan: IngestPlan) {
   const seen = new Set<string>();
   let chunks = 0;
@@ -186,95 +162,22 @@ async function commitDocuments(
   checkpointIntervalMs: number,
   concurrency: number,
 ): Promise<void> {
+  const committer = new DocumentCommitter(store, processor, concurrency);
   let lastCheckpoint = Date.now();
   for (const planned of plan.documents) {
-    const { newChunks, reused } = await prepareChunks(store, planned, processor, concurrency);
-    store.assertLockHeld();
-    const change = store.catalog.commitDocument(
-      {
-        document: {
-          id: planned.document.id,
-          sourcePath: planned.document.sourcePath,
-          title: planned.document.title,
-          contentHash: planned.document.contentHash,
-          charCount: planned.document.text.length,
-        },
-        chunks: planned.chunks.map((chunk) => ({ chunk: newChunks.get(chunk.id) ?? placeholderFor(chunk.id), start: chunk.start, end: chunk.end })),
-      },
-      new Date().toISOString(),
-    );
-    store.applyChange(change);
-
-    if (planned.replaces) report.documents.updated += 1;
+    const outcome = await committer.commit(planned);
+    if (outcome.replaces) report.documents.updated += 1;
     else report.documents.added += 1;
-    const tokens = [...newChunks.values()].reduce((sum, chunk) => sum + chunk.tokens.length, 0);
-    report.chunks.created += change.added.length;
-    report.chunks.reused += reused;
-    report.chunks.removed += change.removed.length;
-    report.tokens += tokens;
-    progress.advance({ documents: 1, chunks: newChunks.size, tokens });
+    report.chunks.created += outcome.chunksCreated;
+    report.chunks.reused += outcome.chunksReused;
+    report.chunks.removed += outcome.chunksRemoved;
+    report.tokens += outcome.tokens;
+    progress.advance({ documents: 1, chunks: outcome.chunksCreated, tokens: outcome.tokens });
     if (Date.now() - lastCheckpoint >= checkpointIntervalMs) {
       store.saveDerivedState();
       lastCheckpoint = Date.now();
     }
   }
-}
-
-/** Builds packets, summaries and embeddings of the document's chunks that the catalog lacks. */
-async function prepareChunks(
-  store: ChunkStore,
-  planned: PlannedDocument,
-  processor: ChunkProcessor,
-  concurrency: number,
-): Promise<{ newChunks: Map<string, NewChunk>; reused: number }> {
-  const { title } = planned.document;
-  const pending = new Map<string, { text: string; tokens: Int32Array; artifacts?: ChunkArtifacts }>();
-  let reused = 0;
-  for (const chunk of planned.chunks) {
-    if (pending.has(chunk.id)) continue;
-    if (store.catalog.hasChunk(chunk.id)) {
-      reused += 1;
-      continue;
-    }
-    pending.set(chunk.id, { text: chunk.text, tokens: chunk.tokens });
-  }
-  const entries = [...pending.entries()];
-  await runWithConcurrency(entries, concurrency, async ([id, entry]) => {
-    entry.artifacts = await processor.process({ chunkId: id, text: entry.text, title, tokens: entry.tokens });
-  });
-  const embeddings = await store.embedder.embedDocuments(entries.map(([, entry]) => embeddingText(title, entry.text)));
-  const newChunks = new Map<string, NewChunk>();
-  entries.forEach(([id, entry], i) => {
-    const artifacts = entry.artifacts as ChunkArtifacts;
-    newChunks.set(id, {
-      id,
-      text: entry.text,
-      tokens: entry.tokens,
-      title,
-      summaryText: artifacts.summaryText,
-      summaryTokens: artifacts.summaryTokens,
-      embedding: embeddings[i],
-    });
-  });
-  return { newChunks, reused };
-}
-
-/** Runs `work` on every item with at most `limit` calls in flight. */
-async function runWithConcurrency<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const item = items[next];
-      next += 1;
-      await work(item);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-}
-
-/** Returns a stand-in for a chunk already in the catalog: `commitDocument` links it by id and ignores the other fields. */
-function placeholderFor(id: string): NewChunk {
-  return { id, text: '', tokens: new Int32Array(0), title: '', summaryText: '', summaryTokens: new Int32Array(0), embedding: new Float32Array(0) };
 }
 
 function removeDocuments(store: ChunkStore, ids: readonly string[], report: IngestReport): void {

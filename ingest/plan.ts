@@ -80,25 +80,34 @@ async function planSourceFile(file: SourceFile, options: PlanOptions, plan: Inge
   const produced = new Set<string>();
   for (const document of loaded.documents) {
     produced.add(document.id);
-    const stored = catalog.getDocument(document.id);
-    if (stored && stored.contentHash === document.contentHash) {
-      plan.unchanged += 1;
-      continue;
-    }
-    await yieldToEventLoop();
-    const chunks = chunkText(document.text, options.tokenizer, options.chunking).map((chunk) => ({
-      id: chunkId(chunk.text, options.model),
-      text: chunk.text,
-      start: chunk.start,
-      end: chunk.end,
-      tokens: chunk.tokens,
-    }));
-    plan.documents.push({ document, chunks, replaces: stored !== undefined });
+    const planned = await planDocument(document, options);
+    if (planned) plan.documents.push(planned);
+    else plan.unchanged += 1;
   }
   // A re-read file replaces everything it produced before: records it no longer has go.
   for (const id of catalog.documentIdsBySource(file.path)) {
     if (!produced.has(id)) plan.removals.push(id);
   }
+}
+
+/**
+ * Chunks a loaded document unless the catalog already holds the same content; returns undefined
+ * for an unchanged document. Yields to the event loop first, so a long batch keeps timers running.
+ */
+export async function planDocument(document: LoadedDocument, options: Omit<PlanOptions, 'jsonl' | 'prune'>): Promise<PlannedDocument | undefined> {
+  const stored = options.catalog.getDocument(document.id);
+  if (stored && stored.contentHash === document.contentHash) {
+    return undefined;
+  }
+  await yieldToEventLoop();
+  const chunks = chunkText(document.text, options.tokenizer, options.chunking).map((chunk) => ({
+    id: chunkId(chunk.text, options.model),
+    text: chunk.text,
+    start: chunk.start,
+    end: chunk.end,
+    tokens: chunk.tokens,
+  }));
+  return { document, chunks, replaces: stored !== undefined };
 }
 
 function yieldToEventLoop(): Promise<void> {

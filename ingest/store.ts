@@ -79,7 +79,6 @@ export class ChunkStore {
   readonly mode: 'read' | 'write';
   #index: HnswIndex;
   readonly #lock: StoreLock | undefined;
-  readonly #logger: Logger | undefined;
   readonly #ownsEmbedder: boolean;
   #statisticsDirty = false;
   /** Set when the lock was lost while held; every later write raises it. */
@@ -94,7 +93,6 @@ export class ChunkStore {
     packets: FsPacketStore;
     mode: 'read' | 'write';
     lock: StoreLock | undefined;
-    logger: Logger | undefined;
     ownsEmbedder: boolean;
   }) {
     this.dir = parts.dir;
@@ -105,7 +103,6 @@ export class ChunkStore {
     this.packets = parts.packets;
     this.mode = parts.mode;
     this.#lock = parts.lock;
-    this.#logger = parts.logger;
     this.#ownsEmbedder = parts.ownsEmbedder;
   }
 
@@ -284,7 +281,7 @@ export class ChunkStore {
       if (embedder instanceof HashedEmbedder) loadStatistics(catalog, embedder);
       const index = openIndex(storeDir, catalog, manifest.embedder.dimension, readonly, options.logger);
       const packets = await FsPacketStore.open(path.join(storeDir, PACKETS_DIR));
-      opened = new ChunkStore({ dir: storeDir, manifest, catalog, embedder, index, packets, mode: options.mode, lock, logger: options.logger, ownsEmbedder: embedder !== options.embedder });
+      opened = new ChunkStore({ dir: storeDir, manifest, catalog, embedder, index, packets, mode: options.mode, lock, ownsEmbedder: embedder !== options.embedder });
       opened.#lockLost = lockLost;
       return opened;
     } catch (error) {

@@ -27,7 +27,7 @@ export function float32ToFloat16Bits(value: number): number {
     return sign | 0x7c00;
   }
   if (halfExponent <= 0) {
-    return sign | subnormalHalfBits(exponent, mantissa, halfExponent);
+    return sign | subnormalHalfBits(mantissa, halfExponent);
   }
   let half = (halfExponent << 10) | (mantissa >>> 13);
   const remainder = mantissa & 0x1fff;
@@ -39,7 +39,7 @@ export function float32ToFloat16Bits(value: number): number {
 }
 
 /** Rounds a float32 below the binary16 normal range to a subnormal (or, after a carry, the smallest normal). */
-function subnormalHalfBits(exponent: number, mantissa: number, halfExponent: number): number {
+function subnormalHalfBits(mantissa: number, halfExponent: number): number {
   if (halfExponent < -10) {
     return 0;
   }

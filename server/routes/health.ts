@@ -1,0 +1,25 @@
+import type { FastifyInstance } from 'fastify';
+import { KvpackError } from '../../common/errors.js';
+import type { ServerContext } from '../context.js';
+
+/** `GET /healthz` and `GET /metrics` (Prometheus text format). */
+export function registerHealthRoutes(app: FastifyInstance, context: ServerContext): void {
+  app.get('/healthz', async () => {
+    if (context.closing) {
+      throw new KvpackError('SHUTTING_DOWN', 'The server is shutting down.');
+    }
+    const { engine, store } = context;
+    return {
+      status: 'ok',
+      model: { type: engine.arch.modelType, maxPositions: engine.arch.maxPositionEmbeddings, fingerprint: engine.modelFingerprint },
+      store: { chunks: store.catalog.chunkCount() },
+      generations: { inUse: context.slots.inUse, capacity: context.slots.capacity },
+      jobs: context.jobs.counts(),
+    };
+  });
+
+  app.get('/metrics', async (_request, reply) => {
+    const { contentType, text } = await context.metrics.render();
+    return reply.header('content-type', contentType).send(text);
+  });
+}
