@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { isKvpackError } from '../common/errors.js';
 import { registerAskCommand } from './commands/ask.js';
+import { registerBenchCommand } from './commands/bench.js';
 import { registerDemoCommand } from './commands/demo.js';
 import { registerGenerateCommand } from './commands/generate.js';
 import { registerIngestCommand } from './commands/ingest.js';
@@ -21,6 +22,7 @@ registerIngestCommand(program);
 registerServeCommand(program);
 registerAskCommand(program);
 registerDemoCommand(program);
+registerBenchCommand(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -18,7 +18,7 @@ import { buildServer, type KvpackServer } from './app.js';
 import { redactConfig, type ServerConfig } from './config.js';
 import { DocumentIngester } from './ingestion.js';
 import { IngestionJobs } from './jobs.js';
-import { StoreRetriever } from './retriever.js';
+import { StoreRetriever } from '../query/store-retriever.js';
 import { WriteLock } from './write-lock.js';
 
 export interface RunningServer {

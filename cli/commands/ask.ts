@@ -6,7 +6,7 @@ import { loadAdapter } from '../../packets/adapter.js';
 import { strategies, type Strategy } from '../../packets/strategies.js';
 import { QueryPipeline } from '../../query/pipeline.js';
 import type { QueryResult } from '../../query/types.js';
-import { StoreRetriever } from '../../server/retriever.js';
+import { StoreRetriever } from '../../query/store-retriever.js';
 import { integerOption, numberOption } from '../options.js';
 
 interface AskCommandOptions {

@@ -1,0 +1,134 @@
+import { readFileSync } from 'node:fs';
+import { InvalidArgumentError, type Command } from 'commander';
+import { KvpackError } from '../../common/errors.js';
+import { resolveDefaultModel } from '../../inference/default-model.js';
+import { InferenceEngine } from '../../inference/engine.js';
+import { ChunkStore } from '../../ingest/store.js';
+import { loadAdapter } from '../../packets/adapter.js';
+import { PrefixCache } from '../../packets/prefix-cache.js';
+import { strategies, type Strategy } from '../../packets/strategies.js';
+import { compareStrategies, type StrategyComparison } from '../../query/compare.js';
+import { QueryPipeline } from '../../query/pipeline.js';
+import { StoreRetriever } from '../../query/store-retriever.js';
+import { integerOption } from '../options.js';
+
+interface BenchCommandOptions {
+  store: string;
+  questions: string;
+  model?: string;
+  adapter?: string;
+  limit: number;
+  strategies: Strategy[];
+  topK: number;
+  maxTokens: number;
+  epicTokens: number;
+  threads: number;
+  json: boolean;
+}
+
+export function registerBenchCommand(program: Command): void {
+  program
+    .command('bench')
+    .description(
+      'Compare the reuse strategies on a store: for each question every strategy builds the context from the same retrieved ' +
+        'chunks; prints prefill time, time to first token, tokens computed and agreement with full prefill.',
+    )
+    .requiredOption('--store <dir>', 'store folder built by kvpack ingest, kvpack serve or kvpack demo')
+    .requiredOption('--questions <file>', 'questions: a text file with one per line, or JSON Lines with a "question" or "question_text" field')
+    .option('--model <dir>', 'model folder the store was built with (default: $KVPACK_MODEL, else stories260K)')
+    .option('--adapter <file>', 'adapter file for the packet strategy (default: none, naive packets)')
+    .option('--limit <n>', 'questions to run at most', integerOption(1), 20)
+    .option('--strategies <list>', `comma-separated strategies among ${strategies.join(', ')}`, parseStrategies, [...strategies])
+    .option('--top-k <n>', 'chunks retrieved per question', integerOption(1), 3)
+    .option('--max-tokens <n>', 'greedy answer tokens compared with full prefill', integerOption(1), 16)
+    .option('--epic-tokens <n>', 'tokens epic recomputes at the start of each chunk', integerOption(0), 4)
+    .option('--threads <n>', 'onnxruntime threads per operator; 0 lets onnxruntime choose', integerOption(0), 0)
+    .option('--json', 'print the comparison as JSON', false)
+    .action(async (options: BenchCommandOptions) => {
+      const rows = await runBench(options);
+      process.stdout.write(options.json ? `${JSON.stringify(rows, null, 2)}\n` : formatComparison(rows));
+    });
+}
+
+async function runBench(options: BenchCommandOptions): Promise<StrategyComparison[]> {
+  const questions = readQuestions(options.questions).slice(0, options.limit);
+  const modelDir = options.model ?? process.env.KVPACK_MODEL ?? (await resolveDefaultModel({ log: (line) => process.stderr.write(`${line}\n`) }));
+  const engine = await InferenceEngine.load(modelDir, { threads: options.threads });
+  let store: ChunkStore | undefined;
+  try {
+    store = await ChunkStore.open(options.store, {
+      mode: 'read',
+      model: { modelFingerprint: engine.modelFingerprint, tokenizerFingerprint: engine.tokenizerFingerprint },
+    });
+    const adapter = options.adapter ? loadAdapter(options.adapter, { modelFingerprint: engine.modelFingerprint, hiddenSize: engine.arch.hiddenSize }).vectors : undefined;
+    const pipeline = new QueryPipeline({ engine, retriever: new StoreRetriever(store), packets: store.packets, adapter, prefixCache: new PrefixCache(256 << 20) });
+    process.stderr.write(`Comparing ${options.strategies.join(', ')} on ${questions.length} questions...\n`);
+    return await compareStrategies(pipeline, questions, {
+      strategies: options.strategies,
+      topK: options.topK,
+      maxTokens: options.maxTokens,
+      epicTokens: options.epicTokens,
+    });
+  } finally {
+    await store?.close();
+    await engine.release();
+  }
+}
+
+/** Reads questions from a text file (one per line) or JSON Lines (`question` or `question_text`). */
+export function readQuestions(file: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    throw new KvpackError('SOURCE_NOT_FOUND', `Questions file not found: ${file}. Pass a text file with one question per line or a JSON Lines file.`);
+  }
+  const questions: string[] = [];
+  for (const [index, line] of text.split('\n').entries()) {
+    const trimmed = line.trim();
+    if (!trimmed) continue;
+    if (!trimmed.startsWith('{')) {
+      questions.push(trimmed);
+      continue;
+    }
+    const record = JSON.parse(trimmed) as Record<string, unknown>;
+    const question = record.question ?? record.question_text;
+    if (typeof question !== 'string' || !question.trim()) {
+      throw new KvpackError('INVALID_ARGUMENT', `${file} line ${index + 1} has no "question" or "question_text" string field.`);
+    }
+    questions.push(question.trim());
+  }
+  if (questions.length === 0) {
+    throw new KvpackError('INVALID_ARGUMENT', `${file} contains no questions.`);
+  }
+  return questions;
+}
+
+export function formatComparison(rows: StrategyComparison[]): string {
+  const lines = [
+    '| strategy | questions | prefill ms (median) | first token ms (median) | context tokens | computed | spliced | prefill avoided | first-token KL vs full | top-1 = full | answer = full |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const row of rows) {
+    lines.push(
+      `| ${row.strategy} | ${row.questions} | ${row.medianPrefillMs.toFixed(1)} | ${row.medianTimeToFirstTokenMs.toFixed(1)} | ` +
+        `${row.meanContextTokens.toFixed(0)} | ${row.meanComputedTokens.toFixed(0)} | ${row.meanSplicedTokens.toFixed(0)} | ` +
+        `${(row.meanPrefillAvoided * 100).toFixed(0)}% | ${row.meanFirstTokenKl.toFixed(4)} | ${(row.top1Agreement * 100).toFixed(0)}% | ` +
+        `${(row.answerMatch * 100).toFixed(0)}% |`,
+    );
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+function parseStrategies(value: string): Strategy[] {
+  const names = value.split(',').map((name) => name.trim()).filter(Boolean);
+  for (const name of names) {
+    if (!(strategies as readonly string[]).includes(name)) {
+      throw new InvalidArgumentError(`unknown strategy ${JSON.stringify(name)}; expected a comma-separated list of ${strategies.join(', ')}.`);
+    }
+  }
+  if (names.length === 0) {
+    throw new InvalidArgumentError('expected at least one strategy.');
+  }
+  return names as Strategy[];
+}
