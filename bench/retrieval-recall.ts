@@ -87,7 +87,7 @@ async function main(): Promise<void> {
       paths: [corpus],
       model: { ...model, tokenizer },
       embedder,
-      createProcessor: (_packets, wordWeight) => new SummaryOnlyChunkProcessor(tokenizer, { ratio: 0.5, wordWeight }),
+      createProcessor: (_packets, summary) => new SummaryOnlyChunkProcessor(tokenizer, summary),
       jsonl: { textField: 'paragraph_text', titleField: 'title', recordsField: 'contexts' },
     });
     const ingestSeconds = (performance.now() - started) / 1000;

@@ -5,7 +5,15 @@ import { buildPacket } from '../packets/build.js';
 import type { PacketKind } from '../packets/packet.js';
 import type { PacketStore } from '../packets/store.js';
 import { splitSentences } from './chunker.js';
-import { summarizeSentences, summaryTokenBudget, surprisalFromLogits, type SentenceSpan, type TokenSurprisal } from './summarize.js';
+import {
+  leadSentences,
+  summarizeSentences,
+  summaryTokenBudget,
+  surprisalFromLogits,
+  type SentenceSpan,
+  type SummaryMethod,
+  type TokenSurprisal,
+} from './summarize.js';
 
 /** A new chunk that needs its derived artifacts. */
 export interface ChunkJob {
@@ -33,16 +41,18 @@ export interface ChunkProcessor {
 export interface SummaryOptions {
   /** Summary length as a share of the chunk's tokens, in (0, 1]. */
   ratio: number;
+  /** How sentences are picked. Default `lead`. */
+  method?: SummaryMethod;
   /** Word weight for the model-free sentence score, such as the store's IDF. */
   wordWeight?: (word: string) => number;
 }
 
 /**
- * Builds the naive full packet of each chunk, scores its sentences by the model's surprisal from
- * that same prefill, and builds the naive packet of the extractive summary. With adapters, the
- * chunk and its summary also get a packet per adapter: `naive` and `epic` splice the naive ones,
- * `packet` the adapter's. Packets are stored before the caller commits the chunk, so a committed
- * chunk always has its packets.
+ * Builds the naive full packet of each chunk and the naive packet of its extractive summary. With
+ * the `surprisal` summary method, the sentences are scored by the model's surprisal from the full
+ * packet's own prefill. With adapters, the chunk and its summary also get a packet per adapter:
+ * `naive` and `epic` splice the naive ones, `packet` the adapter's. Packets are stored before the
+ * caller commits the chunk, so a committed chunk always has its packets.
  */
 export class PacketChunkProcessor implements ChunkProcessor {
   constructor(
@@ -54,14 +64,17 @@ export class PacketChunkProcessor implements ChunkProcessor {
 
   async process(job: ChunkJob): Promise<ChunkArtifacts> {
     const { engine } = this;
-    const full = await buildPacket(engine, job.tokens, { chunkId: job.chunkId, kind: 'full' });
+    const wantsSurprisal = this.summary.method === 'surprisal';
+    const full = await buildPacket(engine, job.tokens, { chunkId: job.chunkId, kind: 'full', logits: wantsSurprisal });
     await this.packets.put(full.packet);
     await this.putAdapterPackets(job.chunkId, 'full', job.tokens);
 
-    const surprisal: TokenSurprisal = {
-      tokenStarts: tokenStartOffsets(engine.tokenizer, job.tokens, job.text),
-      surprisal: surprisalFromLogits(full.logits, job.tokens, engine.arch.vocabSize),
-    };
+    const surprisal: TokenSurprisal | undefined = wantsSurprisal
+      ? {
+          tokenStarts: tokenStartOffsets(engine.tokenizer, job.tokens, job.text),
+          surprisal: surprisalFromLogits(full.logits, job.tokens, engine.arch.vocabSize),
+        }
+      : undefined;
     const { text, tokens } = summarizeChunk(engine.tokenizer, job, this.summary, surprisal);
     if (tokens.length === 0) {
       return { summaryText: text, summaryTokens: tokens, packetKinds: ['full'] };
@@ -103,13 +116,12 @@ export function summarizeChunk(
     ...span,
     tokenCount: tokenizer.encode(job.text.slice(span.start, span.end)).length,
   }));
-  const summary = summarizeSentences({
-    text: job.text,
-    sentences,
-    tokenBudget: summaryTokenBudget(job.tokens.length, options.ratio),
-    surprisal,
-    wordWeight: options.wordWeight,
-  });
+  const tokenBudget = summaryTokenBudget(job.tokens.length, options.ratio);
+  const method = options.method ?? 'lead';
+  const summary =
+    method === 'lead'
+      ? leadSentences(job.text, sentences, tokenBudget)
+      : summarizeSentences({ text: job.text, sentences, tokenBudget, surprisal: method === 'surprisal' ? surprisal : undefined, wordWeight: options.wordWeight });
   return { text: summary.text, tokens: summary.text ? tokenizer.encode(summary.text) : new Int32Array(0) };
 }
 

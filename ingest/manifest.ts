@@ -4,6 +4,7 @@ import { KvpackError } from '../common/errors.js';
 import { writeJsonAtomic } from '../common/fs-atomic.js';
 import type { EmbedderInfo } from '../retrieval/embedder.js';
 import type { ChunkingOptions } from './chunker.js';
+import { DEFAULT_SUMMARY_METHOD, type SummaryMethod } from './summarize.js';
 
 export const MANIFEST_FILE = 'store.json';
 export const MANIFEST_FORMAT = 1;
@@ -22,6 +23,8 @@ export interface StoreManifest {
   chunking: ChunkingOptions;
   /** Summary length as a share of the chunk's tokens. */
   summaryRatio: number;
+  /** How summaries pick sentences; absent in stores created before it was recorded, which used `lead`. */
+  summaryMethod?: SummaryMethod;
   /** ISO 8601 creation time. */
   createdAt: string;
 }
@@ -53,6 +56,11 @@ export function readManifest(storeDir: string): StoreManifest {
     );
   }
   return manifest;
+}
+
+/** The summary method a store records, with the default for stores that predate the field. */
+export function summaryMethodOf(manifest: StoreManifest): SummaryMethod {
+  return manifest.summaryMethod ?? DEFAULT_SUMMARY_METHOD;
 }
 
 export function writeManifest(storeDir: string, manifest: StoreManifest): void {

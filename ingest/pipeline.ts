@@ -4,12 +4,13 @@ import { KvpackError } from '../common/errors.js';
 import type { PacketStore } from '../packets/store.js';
 import type { Embedder } from '../retrieval/embedder.js';
 import { HashedEmbedder } from '../retrieval/hashed-embedder.js';
-import type { ChunkProcessor } from './chunk-processor.js';
+import type { ChunkProcessor, SummaryOptions } from './chunk-processor.js';
 import { countNewChunks, DEFAULT_SUMMARY_RATIO, DocumentCommitter, wordWeightOf } from './commit.js';
 import { defaultChunking, validateChunking, type ChunkingOptions, type TokenEncoder } from './chunker.js';
 import { defaultJsonlFields, type IngestWarning, type JsonlFields } from './loaders.js';
 import type { StoreLockOptions } from './lock.js';
-import { manifestPath, type ModelIdentity } from './manifest.js';
+import { manifestPath, summaryMethodOf, type ModelIdentity } from './manifest.js';
+import { DEFAULT_SUMMARY_METHOD, type SummaryMethod } from './summarize.js';
 import { planIngest, type IngestPlan } from './plan.js';
 import { silentProgress, type ProgressReporter } from './progress.js';
 import { discoverSources } from './sources.js';
@@ -21,14 +22,16 @@ export interface IngestOptions {
   paths: readonly string[];
   /** Fingerprints and tokenizer of the model the chunks are cut for. */
   model: ModelIdentity & { tokenizer: TokenEncoder };
-  /** Builds the per-chunk processor once the store's packet store is open. */
-  createProcessor: (packets: PacketStore, wordWeight: ((word: string) => number) | undefined) => ChunkProcessor;
+  /** Builds the per-chunk processor once the store is open, with the store's summary settings. */
+  createProcessor: (packets: PacketStore, summary: SummaryOptions) => ChunkProcessor;
   /** The embedder; a new store records it, an existing one must match it. Default: the store's own, else hashed. The caller closes it. */
   embedder?: Embedder;
   /** Chunk lengths; an existing store must have been built with the same. Default: the store's, else 48/64/0. */
   chunking?: ChunkingOptions;
   /** Summary length share; default: the store's, else 0.5. */
   summaryRatio?: number;
+  /** How summaries pick sentences; default: the store's, else `lead`. */
+  summaryMethod?: SummaryMethod;
   jsonl?: JsonlFields;
   /** Delete documents whose source file no longer exists. Default false. */
   prune?: boolean;
@@ -81,7 +84,11 @@ export async function runIngest(options: IngestOptions): Promise<IngestReport> {
     });
     const report = emptyReport(sources.skipped, plan);
     for (const warning of report.warnings) logger?.warn({ kind: warning.kind, source: warning.source, byteOffsets: warning.byteOffsets }, warning.message);
-    const processor = options.createProcessor(store.packets, wordWeightOf(store.embedder));
+    const processor = options.createProcessor(store.packets, {
+      ratio: store.manifest.summaryRatio,
+      method: summaryMethodOf(store.manifest),
+      wordWeight: wordWeightOf(store.embedder),
+    });
     countNewChunks(store, plan.documents);
     progress.start(totalsOf(store, plan));
     await commitDocuments(store, plan, processor, report, progress, options.checkpointIntervalMs ?? 5000, options.concurrency ?? 4);
@@ -107,7 +114,7 @@ async function openIngestStore(options: IngestOptions): Promise<ChunkStore> {
   }
   const store = await ChunkStore.open(options.storeDir, {
     mode: 'write',
-    create: { chunking, summaryRatio },
+    create: { chunking, summaryRatio, summaryMethod: options.summaryMethod ?? DEFAULT_SUMMARY_METHOD },
     model: options.model,
     embedder: options.embedder ?? (existsSync(manifestPath(options.storeDir)) ? undefined : new HashedEmbedder()),
     lock: options.lock,
@@ -115,7 +122,7 @@ async function openIngestStore(options: IngestOptions): Promise<ChunkStore> {
     logger: options.logger,
   });
   try {
-    assertSameSettings(store, options.chunking, options.summaryRatio);
+    assertSameSettings(store, options);
   } catch (error) {
     await store.close();
     throw error;
@@ -124,16 +131,18 @@ async function openIngestStore(options: IngestOptions): Promise<ChunkStore> {
 }
 
 /** Raises STORE_MISMATCH when the options request other chunk lengths or summary ratio than the store has. */
-function assertSameSettings(store: ChunkStore, chunking: ChunkingOptions | undefined, summaryRatio: number | undefined): void {
+function assertSameSettings(store: ChunkStore, options: Pick<IngestOptions, 'chunking' | 'summaryRatio' | 'summaryMethod'>): void {
   const stored = store.manifest.chunking;
+  const { chunking, summaryRatio, summaryMethod } = options;
   const differs =
     chunking !== undefined &&
     (chunking.targetTokens !== stored.targetTokens || chunking.maxTokens !== stored.maxTokens || chunking.overlapTokens !== stored.overlapTokens);
-  if (differs || (summaryRatio !== undefined && summaryRatio !== store.manifest.summaryRatio)) {
+  const storedMethod = summaryMethodOf(store.manifest);
+  if (differs || (summaryRatio !== undefined && summaryRatio !== store.manifest.summaryRatio) || (summaryMethod !== undefined && summaryMethod !== storedMethod)) {
     throw new KvpackError(
       'STORE_MISMATCH',
       `The store ${store.dir} cuts chunks of ${stored.targetTokens}/${stored.maxTokens} tokens with overlap ${stored.overlapTokens} ` +
-        `and summary ratio ${store.manifest.summaryRatio}; omit the chunk and summary options to keep them, or ingest into a new store.`,
+        `and summarizes with ${storedMethod} at ratio ${store.manifest.summaryRatio}; omit the chunk and summary options to keep them, or ingest into a new store.`,
     );
   }
 }

@@ -11,6 +11,7 @@ import { TransformersEmbedder } from '../retrieval/transformers-embedder.js';
 import { Catalog, type CatalogChange, type ChunkRecord, type ChunkSource, type DocumentRecord } from './catalog.js';
 import type { ChunkingOptions } from './chunker.js';
 import { acquireStoreLock, type StoreLock, type StoreLockOptions } from './lock.js';
+import type { SummaryMethod } from './summarize.js';
 import { assertSameModel, MANIFEST_FORMAT, manifestPath, readManifest, writeManifest, type ModelIdentity, type StoreManifest } from './manifest.js';
 
 export const CATALOG_FILE = 'catalog.sqlite';
@@ -20,6 +21,7 @@ export const PACKETS_DIR = 'packets';
 export interface CreateStoreSettings {
   chunking: ChunkingOptions;
   summaryRatio: number;
+  summaryMethod: SummaryMethod;
 }
 
 export interface OpenStoreOptions {
@@ -330,6 +332,7 @@ function loadOrCreateManifest(storeDir: string, options: OpenStoreOptions): Stor
     embedder: options.embedder.info,
     chunking: { ...options.create.chunking },
     summaryRatio: options.create.summaryRatio,
+    summaryMethod: options.create.summaryMethod,
     createdAt: new Date().toISOString(),
   };
   writeManifest(storeDir, manifest);

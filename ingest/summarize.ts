@@ -1,3 +1,13 @@
+/**
+ * How a summary picks its sentences: `lead` takes the first ones; `surprisal` the ones with the
+ * highest mean model surprisal per token; `tfidf` the ones with the highest mean TF-IDF word weight.
+ * On HotpotQA supporting paragraphs at ratio 0.5, `lead` kept the gold answer most often
+ * (bench/summary-retention.ts), so it is the default.
+ */
+export const summaryMethods = ['lead', 'surprisal', 'tfidf'] as const;
+export type SummaryMethod = (typeof summaryMethods)[number];
+export const DEFAULT_SUMMARY_METHOD: SummaryMethod = 'lead';
+
 /** A sentence of a chunk: its UTF-16 span `[start, end)` in the chunk text and its length in tokens. */
 export interface SentenceSpan {
   start: number;

@@ -8,17 +8,19 @@ export interface BuildPacketOptions {
   kind: PacketKind;
   /** Without an adapter the packet is naive: the tokens alone. */
   adapter?: AdapterVectors;
+  /** Also return the logits of every token, for surprisal scores. Default false. */
+  logits?: boolean;
 }
 
 export interface BuiltPacket {
   packet: Packet;
-  /** `[tokens, vocab]`: row j holds the logits after token j, for surprisal scores. */
+  /** `[tokens, vocab]`: row j holds the logits after token j; empty unless requested. */
   logits: Float32Array;
 }
 
 /** Prefills tokens alone from position 0 (with the adapter, if any) and wraps the cache as a packet. */
 export async function buildPacket(engine: InferenceEngine, tokens: Int32Array, options: BuildPacketOptions): Promise<BuiltPacket> {
-  const prefill = await prefillChunk(engine, tokens, options.adapter);
+  const prefill = await prefillChunk(engine, tokens, options.adapter, { logits: options.logits });
   const packet = createPacket(
     {
       modelFingerprint: engine.modelFingerprint,

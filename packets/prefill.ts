@@ -12,8 +12,13 @@ export interface ChunkPrefill {
   prefixLength: number;
   /** Adapter entries after the chunk's tokens in `kv` (reference variant: the trailer). */
   suffixLength: number;
-  /** `[tokens, vocab]`: row j holds the logits after chunk token j, for surprisal scores. */
+  /** `[tokens, vocab]`: row j holds the logits after chunk token j, for surprisal scores; empty unless requested. */
   logits: Float32Array;
+}
+
+export interface PrefillOptions {
+  /** Return the logits of every chunk token (costs the output head at every position). Default false. */
+  logits?: boolean;
 }
 
 /**
@@ -23,12 +28,18 @@ export interface ChunkPrefill {
  * - conditioned: `[header][chunk]` from position 0, then the header entries are dropped and the
  *   chunk's keys rotated back by the header length, so they sit at positions 0..n-1.
  */
-export async function prefillChunk(engine: InferenceEngine, tokens: Int32Array, adapter?: AdapterVectors): Promise<ChunkPrefill> {
+export async function prefillChunk(
+  engine: InferenceEngine,
+  tokens: Int32Array,
+  adapter?: AdapterVectors,
+  options: PrefillOptions = {},
+): Promise<ChunkPrefill> {
   if (tokens.length === 0) {
     throw new KvpackError('INVALID_ARGUMENT', 'A packet needs at least one token; the chunk encodes to none.');
   }
+  const selection = options.logits ? 'all' : 'none';
   if (!adapter) {
-    const result = await engine.forward({ tokens, positions: sequence(tokens.length), logits: 'all' });
+    const result = await engine.forward({ tokens, positions: sequence(tokens.length), logits: selection });
     return { kv: result.present, prefixLength: 0, suffixLength: 0, logits: result.logits };
   }
   checkAdapterWidth(engine, adapter);
@@ -36,10 +47,10 @@ export async function prefillChunk(engine: InferenceEngine, tokens: Int32Array, 
   const trailer = adapter.variant === 'reference' ? adapter.trailer : new Float32Array(0);
   const embeddings = concatFloat32([adapter.header, tokenEmbeddings, trailer]);
   const total = embeddings.length / engine.arch.hiddenSize;
-  const result = await engine.forward({ embeddings, positions: sequence(total), logits: 'all' });
+  const result = await engine.forward({ embeddings, positions: sequence(total), logits: selection });
   const vocab = engine.arch.vocabSize;
   const header = adapter.headerLength;
-  const logits = result.logits.slice(header * vocab, (header + tokens.length) * vocab);
+  const logits = options.logits ? result.logits.slice(header * vocab, (header + tokens.length) * vocab) : result.logits;
   if (adapter.variant === 'reference') {
     return { kv: result.present, prefixLength: header, suffixLength: adapter.trailerLength, logits };
   }

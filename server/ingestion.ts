@@ -4,6 +4,7 @@ import type { InferenceEngine } from '../inference/engine.js';
 import { PacketChunkProcessor } from '../ingest/chunk-processor.js';
 import { countNewChunks, DocumentCommitter, wordWeightOf, type CommitOutcome } from '../ingest/commit.js';
 import type { LoadedDocument } from '../ingest/loaders.js';
+import { summaryMethodOf } from '../ingest/manifest.js';
 import { planDocument, type PlannedDocument } from '../ingest/plan.js';
 import type { ChunkStore } from '../ingest/store.js';
 import type { AdapterVectors } from '../packets/adapter-vectors.js';
@@ -58,7 +59,7 @@ export class DocumentIngester {
     const processor = new PacketChunkProcessor(
       this.engine,
       this.store.packets,
-      { ratio: this.store.manifest.summaryRatio, wordWeight: wordWeightOf(this.store.embedder) },
+      { ratio: this.store.manifest.summaryRatio, method: summaryMethodOf(this.store.manifest), wordWeight: wordWeightOf(this.store.embedder) },
       this.options.adapter ? [this.options.adapter] : [],
     );
     const committer = new DocumentCommitter(this.store, processor, 1);

@@ -5,6 +5,7 @@ import { resolveDefaultModel } from '../inference/default-model.js';
 import { InferenceEngine } from '../inference/engine.js';
 import { defaultChunking } from '../ingest/chunker.js';
 import { DEFAULT_SUMMARY_RATIO } from '../ingest/commit.js';
+import { DEFAULT_SUMMARY_METHOD } from '../ingest/summarize.js';
 import { manifestPath } from '../ingest/manifest.js';
 import { ChunkStore } from '../ingest/store.js';
 import { loadAdapter } from '../packets/adapter.js';
@@ -74,7 +75,7 @@ async function openServerStore(config: ServerConfig, engine: InferenceEngine, lo
   try {
     store = await ChunkStore.open(config.store, {
       mode: 'write',
-      create: { chunking: defaultChunking, summaryRatio: DEFAULT_SUMMARY_RATIO },
+      create: { chunking: defaultChunking, summaryRatio: DEFAULT_SUMMARY_RATIO, summaryMethod: DEFAULT_SUMMARY_METHOD },
       model: { modelFingerprint: engine.modelFingerprint, tokenizerFingerprint: engine.tokenizerFingerprint },
       embedder: createdEmbedder,
       purpose: 'kvpack serve',

@@ -1,5 +1,4 @@
 import { existsSync } from 'node:fs';
-import type { Command } from 'commander';
 import { resolveDefaultModel } from '../../inference/default-model.js';
 import { InferenceEngine } from '../../inference/engine.js';
 import { PacketChunkProcessor, SummaryOnlyChunkProcessor } from '../../ingest/chunk-processor.js';
@@ -8,10 +7,12 @@ import { manifestPath, readManifest } from '../../ingest/manifest.js';
 import { runIngest, type IngestReport } from '../../ingest/pipeline.js';
 import { createProgressReporter, createStderrLogger } from '../../ingest/progress.js';
 import { supportedExtensions } from '../../ingest/sources.js';
+import { DEFAULT_SUMMARY_METHOD, summaryMethods, type SummaryMethod } from '../../ingest/summarize.js';
 import { loadAdapter } from '../../packets/adapter.js';
 import { parseEmbedderSpec, type Embedder } from '../../retrieval/embedder.js';
 import { HashedEmbedder } from '../../retrieval/hashed-embedder.js';
 import { TransformersEmbedder } from '../../retrieval/transformers-embedder.js';
+import { InvalidArgumentError, type Command } from 'commander';
 import { integerOption, numberOption } from '../options.js';
 
 interface IngestCommandOptions {
@@ -26,6 +27,7 @@ interface IngestCommandOptions {
   maxChunkTokens?: number;
   overlap?: number;
   summaryRatio?: number;
+  summaryMethod?: SummaryMethod;
   prune: boolean;
   packets: boolean;
   threads: number;
@@ -55,6 +57,11 @@ export function registerIngestCommand(program: Command): void {
     .option('--max-chunk-tokens <n>', `maximum chunk length in tokens (default: the store's, else ${defaultChunking.maxTokens})`, integerOption(1))
     .option('--overlap <n>', `tokens repeated between consecutive chunks, in whole sentences (default: the store's, else ${defaultChunking.overlapTokens})`, integerOption(0))
     .option('--summary-ratio <r>', "summary length as a share of the chunk's tokens (default: the store's, else 0.5)", numberOption(0.01, 1))
+    .option(
+      '--summary-method <name>',
+      `how summaries pick sentences: ${summaryMethods.join(', ')} (default: the store's, else ${DEFAULT_SUMMARY_METHOD})`,
+      parseSummaryMethod,
+    )
     .option('--prune', 'delete documents whose source file no longer exists', false)
     .option('--no-packets', 'store summaries but build no KV packets (the model still provides the tokenizer)')
     .option('--threads <n>', 'onnxruntime threads per operator; 0 lets onnxruntime choose', integerOption(0), 0)
@@ -80,13 +87,14 @@ async function ingestCommand(paths: string[], options: IngestCommandOptions): Pr
       storeDir: options.store,
       paths,
       model: { modelFingerprint: engine.modelFingerprint, tokenizerFingerprint: engine.tokenizerFingerprint, tokenizer: engine.tokenizer },
-      createProcessor: (packets, wordWeight) =>
+      createProcessor: (packets, summary) =>
         options.packets
-          ? new PacketChunkProcessor(engine, packets, { ratio: summaryRatioOf(options), wordWeight }, adapter ? [adapter] : [])
-          : new SummaryOnlyChunkProcessor(engine.tokenizer, { ratio: summaryRatioOf(options), wordWeight }),
+          ? new PacketChunkProcessor(engine, packets, summary, adapter ? [adapter] : [])
+          : new SummaryOnlyChunkProcessor(engine.tokenizer, summary),
       embedder,
       chunking: chunkingOf(options),
       summaryRatio: options.summaryRatio,
+      summaryMethod: options.summaryMethod,
       jsonl: { textField: options.jsonlTextField, titleField: options.jsonlTitleField, recordsField: options.jsonlRecords },
       prune: options.prune,
       concurrency: options.concurrency,
@@ -120,11 +128,6 @@ function chunkingOf(options: IngestCommandOptions): ChunkingOptions | undefined 
   };
 }
 
-function summaryRatioOf(options: IngestCommandOptions): number {
-  if (options.summaryRatio !== undefined) return options.summaryRatio;
-  return existsSync(manifestPath(options.store)) ? readManifest(options.store).summaryRatio : 0.5;
-}
-
 function formatReport(report: IngestReport): string {
   const { documents, chunks } = report;
   const seconds = (report.elapsedMs / 1000).toFixed(1);
@@ -133,4 +136,11 @@ function formatReport(report: IngestReport): string {
     `Chunks: ${chunks.created} created, ${chunks.reused} reused, ${chunks.removed} removed; ${report.tokens} tokens in ${seconds} s` +
     `${report.warnings.length > 0 ? `; ${report.warnings.length} warning(s) on stderr` : ''}.\n`
   );
+}
+
+function parseSummaryMethod(value: string): SummaryMethod {
+  if (!(summaryMethods as readonly string[]).includes(value)) {
+    throw new InvalidArgumentError(`expected one of ${summaryMethods.join(', ')}, got ${JSON.stringify(value)}.`);
+  }
+  return value as SummaryMethod;
 }

@@ -38,7 +38,7 @@ describe('ingestion with packets', () => {
       storeDir,
       paths: [docs],
       model: { ...model, tokenizer: engine.tokenizer },
-      createProcessor: (packets, wordWeight) => new PacketChunkProcessor(engine, packets, { ratio: 0.5, wordWeight }),
+      createProcessor: (packets, summary) => new PacketChunkProcessor(engine, packets, summary),
       chunking: { targetTokens: 48, maxTokens: 64, overlapTokens: 0 },
     });
     expect(report.documents.added).toBe(2);

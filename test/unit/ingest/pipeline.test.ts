@@ -48,7 +48,7 @@ function ingest(overrides: Partial<IngestOptions> = {}) {
     storeDir,
     paths: [docs],
     model: { ...model, tokenizer },
-    createProcessor: (_packets, wordWeight) => new SummaryOnlyChunkProcessor(tokenizer, { ratio: 0.5, wordWeight }),
+    createProcessor: (_packets, summary) => new SummaryOnlyChunkProcessor(tokenizer, summary),
     chunking: { targetTokens: 48, maxTokens: 64, overlapTokens: 0 },
     ...overrides,
   });
@@ -210,8 +210,9 @@ describe('runIngest', () => {
         'pass the model folder the store was built with, or ingest into a new store.',
     );
     await expect(ingest({ chunking: { targetTokens: 32, maxTokens: 64, overlapTokens: 0 } })).rejects.toThrow(
-      `The store ${storeDir} cuts chunks of 48/64 tokens with overlap 0 and summary ratio 0.5; omit the chunk and summary options to keep them, or ingest into a new store.`,
+      `The store ${storeDir} cuts chunks of 48/64 tokens with overlap 0 and summarizes with lead at ratio 0.5; omit the chunk and summary options to keep them, or ingest into a new store.`,
     );
+    await expect(ingest({ summaryMethod: 'surprisal' })).rejects.toThrow('summarizes with lead at ratio 0.5');
   });
 
   it('rebuilds a damaged index at open', async () => {
