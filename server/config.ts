@@ -4,6 +4,7 @@ import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { Ajv, type ErrorObject } from 'ajv';
 import { KvpackError } from '../common/errors.js';
 import { strategies } from '../packets/strategies.js';
+import { DEFAULT_SUMMARY_THRESHOLD } from '../query/pipeline.js';
 
 const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
@@ -70,7 +71,7 @@ export const serverConfigSchema = Type.Object(
     summaryThreshold: Type.Number({
       minimum: -1,
       maximum: 1,
-      default: 0.2,
+      default: DEFAULT_SUMMARY_THRESHOLD,
       description: 'Retrieved chunks whose cosine relevance score is below this go into the context as their summary packet.',
     }),
     epicTokens: Type.Integer({ minimum: 0, default: 4, description: 'Tokens that the `epic` strategy recomputes at the start of each chunk.' }),
