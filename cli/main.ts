@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { isKvpackError } from '../common/errors.js';
+import { registerAdapterCommands } from './commands/adapter.js';
 import { registerAskCommand } from './commands/ask.js';
 import { registerBenchCommand } from './commands/bench.js';
 import { registerDemoCommand } from './commands/demo.js';
@@ -19,6 +20,7 @@ program
 registerModelCommands(program);
 registerGenerateCommand(program);
 registerIngestCommand(program);
+registerAdapterCommands(program);
 registerServeCommand(program);
 registerAskCommand(program);
 registerDemoCommand(program);

@@ -1,0 +1,80 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { packageRoot } from '../../../common/paths.js';
+import { encodeSafetensors, decodeSafetensors } from '../../../packets/safetensors.js';
+import { testModelDir } from '../../helpers/models.js';
+
+const run = promisify(execFile);
+
+async function kvpack(args: string[]): Promise<{ stdout: string; stderr: string }> {
+  return run(process.execPath, ['--import', 'tsx', path.join(packageRoot, 'cli', 'main.ts'), ...args], {
+    cwd: packageRoot,
+    env: process.env,
+    maxBuffer: 16 * 1024 * 1024,
+  });
+}
+
+describe('kvpack adapter commands', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(path.join(tmpdir(), 'kvpack-adapter-cli-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('help names units and defaults', async () => {
+    const { stdout } = await kvpack(['adapter', 'train', '--help']);
+    expect(stdout).toContain('--steps <n>');
+    expect(stdout).toContain('(default: 340)');
+    expect(stdout).toContain('peak AdamW learning rate');
+  });
+
+  it('train, eval and import a tiny adapter', async () => {
+    const model = testModelDir('stories260K');
+    const out = path.join(dir, 'tiny.safetensors');
+    const small = ['--test-samples', '3', '--chunks', '2'];
+    const trained = await kvpack([
+      'adapter', 'train', '--model', model, '--variant', 'conditioned', '--header', '2', '--steps', '2', '--batch', '2',
+      '--train-samples', '4', '--validation-samples', '3', '--eval-every', '1', ...small, '--out', out,
+    ]);
+    expect(trained.stdout).toContain(`Wrote ${out}: conditioned adapter tiny, 2+0 vectors, 2 steps`);
+    expect(trained.stdout).toMatch(/Gate \((default|rejected)\): /);
+    const stored = decodeSafetensors(readFileSync(out), out);
+    expect(stored.tensors.get('header')?.shape).toEqual([2, 64]);
+    expect(JSON.parse(stored.metadata.training).steps).toBe(2);
+    expect(JSON.parse(stored.metadata.loss_curve).points).toHaveLength(2);
+    expect(JSON.parse(stored.metadata.fidelity).byChunkCount[0].chunks).toBe(2);
+
+    const evaluated = await kvpack(['adapter', 'eval', '--model', model, '--adapter', out, '--samples', '3', '--chunks', '2']);
+    expect(evaluated.stdout).toContain('| chunks | strategy |');
+    expect(evaluated.stdout).toMatch(/\| 2 \| naive \| 3 \|/);
+    expect(evaluated.stdout).toMatch(/\| 2 \| epic-4 \| 3 \|/);
+    expect(evaluated.stdout).toMatch(/\| 2 \| conditioned \(2\+0\) \| 3 \|/);
+
+    const bare = path.join(dir, 'bare.safetensors');
+    writeFileSync(bare, encodeSafetensors(new Map([['header', stored.tensors.get('header') as { shape: number[]; data: Float32Array }]]), {}));
+    const imported = path.join(dir, 'imported.safetensors');
+    const result = await kvpack(['adapter', 'import', '--model', model, '--from', bare, '--variant', 'conditioned', ...small, '--out', imported]);
+    expect(result.stdout).toContain(`Wrote ${imported}: imported conditioned adapter imported.`);
+    const importedMeta = decodeSafetensors(readFileSync(imported), imported).metadata;
+    expect(importedMeta.training_data).toContain('bare.safetensors');
+    expect(JSON.parse(importedMeta.fidelity).adapterMeanKl).toBeCloseTo(JSON.parse(stored.metadata.fidelity).adapterMeanKl, 6);
+  });
+
+  it('eval rejects an adapter of another model', async () => {
+    const out = path.join(dir, 'foreign.safetensors');
+    const header = { shape: [1, 64], data: new Float32Array(64) };
+    const metadata = { format: 'kvpack-adapter', format_version: '1', id: 'foreign', variant: 'conditioned', model_fingerprint: 'f'.repeat(64), hidden_size: '64', training_data: '', created_at: '' };
+    writeFileSync(out, encodeSafetensors(new Map([['header', header]]), metadata));
+    const failure = await kvpack(['adapter', 'eval', '--model', testModelDir('stories260K'), '--adapter', out]).then(
+      () => undefined,
+      (error: { stderr: string; code: number }) => error,
+    );
+    expect(failure?.code).toBe(1);
+    expect(failure?.stderr).toContain('was trained for model ffff');
+    expect(failure?.stderr).toContain('[ADAPTER_MISMATCH]');
+  });
+});
