@@ -3,6 +3,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { KvpackError } from '../common/errors.js';
 import { writeFileAtomic } from '../common/fs-atomic.js';
+import { packageRoot } from '../common/paths.js';
 import type { AdapterVariant, AdapterVectors } from './adapter-vectors.js';
 import { decodeSafetensors, encodeSafetensors, type Float32Tensor } from './safetensors.js';
 
@@ -343,4 +344,34 @@ export function findDefaultAdapter(folder: string, expected: ExpectedModel): Def
       `Adapter ${best.metadata.id} (${best.metadata.variant}) is the default: held-out KL ${fidelity.adapterMeanKl.toFixed(4)} against ` +
       `naive concatenation's ${fidelity.naiveMeanKl.toFixed(4)}.`,
   };
+}
+
+/** The adapter folder shipped with kvpack. */
+export function shippedAdapterFolder(): string {
+  return path.join(packageRoot, 'adapters');
+}
+
+/** The adapter the `packet` strategy splices with, and why, for logs and stats. */
+export interface ResolvedAdapter {
+  vectors?: AdapterVectors;
+  reason: string;
+}
+
+/**
+ * Resolves an `--adapter` choice: `none` disables adapters, a path loads that file (whatever its
+ * gate verdict, which the reason then reports), and no choice takes the model's default among the
+ * shipped adapters (`findDefaultAdapter`).
+ */
+export function resolveAdapter(choice: string | undefined, expected: ExpectedModel, folder: string = shippedAdapterFolder()): ResolvedAdapter {
+  if (choice === 'none') {
+    return { reason: 'Adapters are disabled (--adapter none), so packet splices naive packets.' };
+  }
+  if (choice !== undefined) {
+    const file = loadAdapter(choice, expected);
+    const verdict = file.metadata.gate?.verdict;
+    const gate = verdict === 'default' ? 'it beat naive concatenation on held-out data' : 'its held-out gate verdict is not default';
+    return { vectors: file.vectors, reason: `Adapter ${file.metadata.id} (${file.metadata.variant}) from ${choice}; ${gate}.` };
+  }
+  const found = findDefaultAdapter(folder, expected);
+  return { vectors: found.adapter?.vectors, reason: found.reason };
 }

@@ -37,6 +37,8 @@ export interface QueryPipelineOptions {
   packets: PacketStore;
   /** Adapter for the `packet` strategy, chosen by the fidelity gate; without one it splices naive packets. */
   adapter?: AdapterVectors;
+  /** Why `packet` splices this adapter or none, for stats. */
+  adapterReason?: string;
   /** Reuses the preamble across queries, and whole prompts for `prefix`. */
   prefixCache?: PrefixCache;
   logger?: QueryLogger;
@@ -97,8 +99,8 @@ export interface BuiltContext {
  * and `kvpack ask` both call it.
  */
 export class QueryPipeline {
-  readonly options: Readonly<Required<Omit<QueryPipelineOptions, 'adapter' | 'prefixCache' | 'logger'>>> &
-    Pick<QueryPipelineOptions, 'adapter' | 'prefixCache' | 'logger'>;
+  readonly options: Readonly<Required<Omit<QueryPipelineOptions, 'adapter' | 'adapterReason' | 'prefixCache' | 'logger'>>> &
+    Pick<QueryPipelineOptions, 'adapter' | 'adapterReason' | 'prefixCache' | 'logger'>;
   private readonly preamble: Int32Array;
 
   constructor(options: QueryPipelineOptions) {

@@ -27,7 +27,7 @@ export const serverConfigSchema = Type.Object(
     adapter: Type.Optional(
       Type.String({
         minLength: 1,
-        description: 'Adapter file that the `packet` strategy splices with. Unset: `packet` splices naive packets.',
+        description: 'Adapter file that the `packet` strategy splices with (ingestion also builds its packets), or `none`. Unset: the model\'s shipped adapter when one beat naive concatenation on held-out data, else naive packets.',
       }),
     ),
     embedder: Type.String({

@@ -8,8 +8,7 @@ import { DEFAULT_SUMMARY_RATIO } from '../ingest/commit.js';
 import { DEFAULT_SUMMARY_METHOD } from '../ingest/summarize.js';
 import { manifestPath } from '../ingest/manifest.js';
 import { ChunkStore } from '../ingest/store.js';
-import { loadAdapter } from '../packets/adapter.js';
-import type { AdapterVectors } from '../packets/adapter-vectors.js';
+import { resolveAdapter, type ResolvedAdapter } from '../packets/adapter.js';
 import { PrefixCache } from '../packets/prefix-cache.js';
 import { QueryPipeline } from '../query/pipeline.js';
 import { parseEmbedderSpec, type Embedder } from '../retrieval/embedder.js';
@@ -51,9 +50,11 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
   const engine = await InferenceEngine.load(modelDir, { threads: config.threads });
   let opened: ServerStore | undefined;
   try {
-    const adapter = config.adapter ? loadAdapter(config.adapter, { modelFingerprint: engine.modelFingerprint, hiddenSize: engine.arch.hiddenSize }).vectors : undefined;
+    const resolved = resolveAdapter(config.adapter, { modelFingerprint: engine.modelFingerprint, hiddenSize: engine.arch.hiddenSize });
+    logger.info({ adapter: resolved.vectors?.id ?? 'none' }, resolved.reason);
+    const adapter = resolved.vectors;
     opened = await openServerStore(config, engine, logger);
-    const running = await listen(config, engine, opened, adapter, logger);
+    const running = await listen(config, engine, opened, resolved, logger);
     logger.info({ url: running.url, model: modelDir, store: opened.store.dir, adapter: adapter?.id ?? 'none' }, 'listening');
     return running;
   } catch (error) {
@@ -104,8 +105,9 @@ async function createEmbedder(spec: string): Promise<Embedder> {
   return parsed.kind === 'hashed' ? new HashedEmbedder() : TransformersEmbedder.load(parsed.modelDir);
 }
 
-async function listen(config: ServerConfig, engine: InferenceEngine, opened: ServerStore, adapter: AdapterVectors | undefined, logger: Logger): Promise<RunningServer> {
+async function listen(config: ServerConfig, engine: InferenceEngine, opened: ServerStore, resolved: ResolvedAdapter, logger: Logger): Promise<RunningServer> {
   const { store } = opened;
+  const adapter = resolved.vectors;
   const writeLock = new WriteLock();
   const ingester = new DocumentIngester(store, engine, writeLock, { adapter, logger });
   const jobs = new IngestionJobs(ingester, { maxQueued: config.maxQueuedJobs, retained: config.retainedJobs, retryAfterSeconds: config.retryAfterSeconds, logger });
@@ -114,6 +116,7 @@ async function listen(config: ServerConfig, engine: InferenceEngine, opened: Ser
     retriever: new StoreRetriever(store),
     packets: store.packets,
     adapter,
+    adapterReason: resolved.reason,
     prefixCache: config.prefixCacheBytes > 0 ? new PrefixCache(config.prefixCacheBytes) : undefined,
     logger,
     summaryThreshold: config.summaryThreshold,

@@ -2,7 +2,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { resolveDefaultModel } from '../../inference/default-model.js';
 import { InferenceEngine } from '../../inference/engine.js';
 import { ChunkStore } from '../../ingest/store.js';
-import { loadAdapter } from '../../packets/adapter.js';
+import { resolveAdapter } from '../../packets/adapter.js';
 import { strategies, type Strategy } from '../../packets/strategies.js';
 import { QueryPipeline } from '../../query/pipeline.js';
 import type { QueryResult } from '../../query/types.js';
@@ -32,7 +32,7 @@ export function registerAskCommand(program: Command): void {
     .argument('<question>', 'the question')
     .requiredOption('--store <dir>', 'store folder built by kvpack ingest, kvpack serve or kvpack demo')
     .option('--model <dir>', `model folder the store was built with (default: $${MODEL_ENV}, else stories260K)`)
-    .option('--adapter <file>', 'adapter file for the packet strategy (default: none, naive packets)')
+    .option('--adapter <file>', "adapter file for the packet strategy, or none (default: the model's shipped adapter when one beat naive concatenation)")
     .option('--json', 'print the whole result (answer, citations, timings, token accounting) as JSON', false)
     .option('--strategy <name>', `how the context cache is built: ${strategies.join(', ')}`, parseStrategy, 'packet')
     .option('--top-k <n>', 'chunks to retrieve', integerOption(1), 3)
@@ -58,7 +58,7 @@ async function askQuestion(question: string, options: AskCommandOptions): Promis
       mode: 'read',
       model: { modelFingerprint: engine.modelFingerprint, tokenizerFingerprint: engine.tokenizerFingerprint },
     });
-    const adapter = options.adapter ? loadAdapter(options.adapter, { modelFingerprint: engine.modelFingerprint, hiddenSize: engine.arch.hiddenSize }).vectors : undefined;
+    const adapter = resolveAdapter(options.adapter, { modelFingerprint: engine.modelFingerprint, hiddenSize: engine.arch.hiddenSize }).vectors;
     const pipeline = new QueryPipeline({ engine, retriever: new StoreRetriever(store), packets: store.packets, adapter });
     return await pipeline.answer(
       { question, strategy: options.strategy, topK: options.topK, maxTokens: options.maxTokens, temperature: options.temperature, seed: options.seed },

@@ -4,7 +4,7 @@ import { KvpackError } from '../../common/errors.js';
 import { resolveDefaultModel } from '../../inference/default-model.js';
 import { InferenceEngine } from '../../inference/engine.js';
 import { ChunkStore } from '../../ingest/store.js';
-import { loadAdapter } from '../../packets/adapter.js';
+import { resolveAdapter } from '../../packets/adapter.js';
 import { PrefixCache } from '../../packets/prefix-cache.js';
 import { strategies, type Strategy } from '../../packets/strategies.js';
 import { compareStrategies, type StrategyComparison } from '../../query/compare.js';
@@ -36,7 +36,7 @@ export function registerBenchCommand(program: Command): void {
     .requiredOption('--store <dir>', 'store folder built by kvpack ingest, kvpack serve or kvpack demo')
     .requiredOption('--questions <file>', 'questions: a text file with one per line, or JSON Lines with a "question" or "question_text" field')
     .option('--model <dir>', 'model folder the store was built with (default: $KVPACK_MODEL, else stories260K)')
-    .option('--adapter <file>', 'adapter file for the packet strategy (default: none, naive packets)')
+    .option('--adapter <file>', "adapter file for the packet strategy, or none (default: the model's shipped adapter when one beat naive concatenation)")
     .option('--limit <n>', 'questions to run at most', integerOption(1), 20)
     .option('--strategies <list>', `comma-separated strategies among ${strategies.join(', ')}`, parseStrategies, [...strategies])
     .option('--top-k <n>', 'chunks retrieved per question', integerOption(1), 3)
@@ -60,7 +60,9 @@ async function runBench(options: BenchCommandOptions): Promise<StrategyCompariso
       mode: 'read',
       model: { modelFingerprint: engine.modelFingerprint, tokenizerFingerprint: engine.tokenizerFingerprint },
     });
-    const adapter = options.adapter ? loadAdapter(options.adapter, { modelFingerprint: engine.modelFingerprint, hiddenSize: engine.arch.hiddenSize }).vectors : undefined;
+    const resolved = resolveAdapter(options.adapter, { modelFingerprint: engine.modelFingerprint, hiddenSize: engine.arch.hiddenSize });
+    process.stderr.write(`${resolved.reason}\n`);
+    const adapter = resolved.vectors;
     const pipeline = new QueryPipeline({ engine, retriever: new StoreRetriever(store), packets: store.packets, adapter, prefixCache: new PrefixCache(256 << 20) });
     process.stderr.write(`Comparing ${options.strategies.join(', ')} on ${questions.length} questions...\n`);
     return await compareStrategies(pipeline, questions, {

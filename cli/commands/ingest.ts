@@ -8,7 +8,7 @@ import { runIngest, type IngestReport } from '../../ingest/pipeline.js';
 import { createProgressReporter, createStderrLogger } from '../../ingest/progress.js';
 import { supportedExtensions } from '../../ingest/sources.js';
 import { DEFAULT_SUMMARY_METHOD, summaryMethods, type SummaryMethod } from '../../ingest/summarize.js';
-import { loadAdapter } from '../../packets/adapter.js';
+import { resolveAdapter } from '../../packets/adapter.js';
 import { parseEmbedderSpec, type Embedder } from '../../retrieval/embedder.js';
 import { HashedEmbedder } from '../../retrieval/hashed-embedder.js';
 import { TransformersEmbedder } from '../../retrieval/transformers-embedder.js';
@@ -48,7 +48,7 @@ export function registerIngestCommand(program: Command): void {
     .argument('<paths...>', 'files and folders to ingest')
     .requiredOption('--store <dir>', 'store folder (created when it does not exist)')
     .option('--model <dir>', `model folder whose tokenizer cuts the chunks and which builds the packets (default: $${MODEL_ENV}, else stories260K)`)
-    .option('--adapter <file>', 'adapter file the packets are built with (default: none, naive packets)')
+    .option('--adapter <file>', "adapter file to build adapter packets with besides the naive ones, or none (default: the model's shipped adapter when one beat naive concatenation)")
     .option('--embedder <spec>', 'hashed, or transformers:DIR for a sentence-embedding model folder (default: the store\'s, else hashed)')
     .option('--jsonl-text-field <path>', 'dotted path of the text in each JSON Lines record', 'text')
     .option('--jsonl-title-field <path>', 'dotted path of the title in each JSON Lines record', 'title')
@@ -79,9 +79,9 @@ async function ingestCommand(paths: string[], options: IngestCommandOptions): Pr
   const engine = await InferenceEngine.load(modelDir, { threads: options.threads });
   let embedder: Embedder | undefined;
   try {
-    const adapter = options.adapter
-      ? loadAdapter(options.adapter, { modelFingerprint: engine.modelFingerprint, hiddenSize: engine.arch.hiddenSize }).vectors
-      : undefined;
+    const resolved = resolveAdapter(options.adapter, { modelFingerprint: engine.modelFingerprint, hiddenSize: engine.arch.hiddenSize });
+    logger.info({ adapter: resolved.vectors?.id ?? 'none' }, resolved.reason);
+    const adapter = resolved.vectors;
     embedder = await loadEmbedder(options.embedder);
     return await runIngest({
       storeDir: options.store,

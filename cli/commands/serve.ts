@@ -22,7 +22,7 @@ export function registerServeCommand(program: Command): void {
     )
     .option('--store <dir>', 'store folder (created empty when it does not exist)')
     .option('--model <dir>', 'model folder (default: stories260K, converted into the cache folder on first use)')
-    .option('--adapter <file>', 'adapter file that the packet strategy splices with (default: none, naive packets)')
+    .option('--adapter <file>', "adapter file for the packet strategy, or none (default: the model's shipped adapter when one beat naive concatenation)")
     .option('--host <addr>', 'address to listen on (default 127.0.0.1)')
     .option('--port <n>', 'TCP port; 0 picks a free one (default 8080)', integerOption(0))
     .option('--config <file>', 'JSON file of server options (default: $KVPACK_CONFIG)')

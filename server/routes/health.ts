@@ -8,11 +8,13 @@ export function registerHealthRoutes(app: FastifyInstance, context: ServerContex
     if (context.closing) {
       throw new KvpackError('SHUTTING_DOWN', 'The server is shutting down.');
     }
-    const { engine, store } = context;
+    const { engine, store, pipeline } = context;
+    const adapter = pipeline.options.adapter;
     return {
       status: 'ok',
       model: { type: engine.arch.modelType, maxPositions: engine.arch.maxPositionEmbeddings, fingerprint: engine.modelFingerprint },
       store: { chunks: store.catalog.chunkCount() },
+      packetStrategy: { adapter: adapter?.id ?? 'none', variant: adapter?.variant ?? 'naive', reason: pipeline.options.adapterReason ?? '' },
       generations: { inUse: context.slots.inUse, capacity: context.slots.capacity },
       jobs: context.jobs.counts(),
     };

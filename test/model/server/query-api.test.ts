@@ -149,6 +149,9 @@ describe('POST /v1/query', () => {
     expect(packet.tokens.prefillTokensAvoided).toBe(packet.tokens.splicedTokens + packet.tokens.reusedTokens);
     expect(packet.tokens.prefillComputeAvoided).toBeCloseTo(packet.tokens.prefillTokensAvoided / packet.tokens.contextTokens, 10);
     expect(packet.packetsRebuilt).toEqual([]);
+    // The shipped adapter for stories260K passed its held-out gate, so packet splices its packets.
+    expect(packet.adapterId).toBe('stories260k-conditioned');
+    expect(full.adapterId).toBe('none');
   });
 
   it('streams token events then a done event', async () => {
@@ -229,6 +232,7 @@ describe('DELETE /v1/documents/:id', () => {
       expect(store.catalog.getChunk(chunkId), chunkId).toBeUndefined();
       expect(await store.packets.has({ chunkId, adapterId: 'none', kind: 'full' }), chunkId).toBe(false);
       expect(await store.packets.has({ chunkId, adapterId: 'none', kind: 'summary' }), chunkId).toBe(false);
+      expect(await store.packets.has({ chunkId, adapterId: 'stories260k-conditioned', kind: 'full' }), chunkId).toBe(false);
       expect(store.index.has(labels.get(chunkId)!), chunkId).toBe(false);
     }
     const listed = (await (await fetch(`${running.url}/v1/documents`)).json()) as { documents: DocumentRecord[] };
@@ -296,11 +300,20 @@ describe('status routes', () => {
   it('reports health', async () => {
     const response = await fetch(`${running.url}/healthz`);
     expect(response.status).toBe(200);
-    const body = (await response.json()) as { status: string; model: { maxPositions: number }; store: { chunks: number }; generations: { capacity: number } };
+    const body = (await response.json()) as {
+      status: string;
+      model: { maxPositions: number };
+      store: { chunks: number };
+      generations: { capacity: number };
+      packetStrategy: { adapter: string; variant: string; reason: string };
+    };
     expect(body.status).toBe('ok');
     expect(body.model.maxPositions).toBe(512);
     expect(body.store.chunks).toBeGreaterThan(200);
     expect(body.generations.capacity).toBe(4);
+    expect(body.packetStrategy.adapter).toBe('stories260k-conditioned');
+    expect(body.packetStrategy.variant).toBe('conditioned');
+    expect(body.packetStrategy.reason).toMatch(/is the default: held-out KL 0\.\d+ against naive concatenation's 0\.\d+/);
   });
 
   it('reports metrics in Prometheus text', async () => {

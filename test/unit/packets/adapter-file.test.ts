@@ -12,6 +12,8 @@ import {
   loadAdapter,
   makeAdapterVectors,
   readBareVectors,
+  resolveAdapter,
+  shippedAdapterFolder,
   writeAdapterFile,
   type AdapterMetadata,
 } from '../../../packets/adapter.js';
@@ -240,5 +242,37 @@ describe('training data helpers', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('resolveAdapter', () => {
+  const shipped = path.join(shippedAdapterFolder(), 'stories260K-conditioned.safetensors');
+  const shippedModel = () => {
+    const { metadata: header } = decodeSafetensors(readFileSync(shipped), shipped);
+    return { modelFingerprint: String(header.model_fingerprint), hiddenSize: Number(header.hidden_size) };
+  };
+
+  it('takes the shipped default', () => {
+    const resolved = resolveAdapter(undefined, shippedModel());
+    expect(resolved.vectors?.id).toBe('stories260k-conditioned');
+    expect(resolved.reason).toMatch(/^Adapter stories260k-conditioned \(conditioned\) is the default/);
+  });
+
+  it('none disables adapters', () => {
+    const resolved = resolveAdapter('none', shippedModel());
+    expect(resolved.vectors).toBeUndefined();
+    expect(resolved.reason).toBe('Adapters are disabled (--adapter none), so packet splices naive packets.');
+  });
+
+  it('loads an explicit file', () => {
+    const resolved = resolveAdapter(shipped, shippedModel());
+    expect(resolved.vectors?.variant).toBe('conditioned');
+    expect(resolved.reason).toMatch(/from .*stories260K-conditioned\.safetensors; it beat naive concatenation/);
+  });
+
+  it('finds none for another model', () => {
+    const resolved = resolveAdapter(undefined, { modelFingerprint: 'b'.repeat(64), hiddenSize: 64 });
+    expect(resolved.vectors).toBeUndefined();
+    expect(resolved.reason).toMatch(/^No adapter in .* beat naive concatenation for this model/);
   });
 });
