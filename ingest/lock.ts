@@ -107,10 +107,14 @@ function isDeadLocalProcess(owner: LockOwner): boolean {
 
 function lockedError(storeDir: string, owner: LockOwner | undefined): KvpackError {
   const holder = owner ? `${owner.purpose} (process ${owner.pid} on ${owner.hostname}, since ${owner.acquiredAt})` : 'another process';
+  // A server holds its store for its whole life, so waiting for it does not help.
+  const advice =
+    owner?.purpose === 'kvpack serve'
+      ? 'Ingest through the server (POST /v1/documents) or stop the server first'
+      : 'Wait for it to finish';
   return new KvpackError(
     'STORE_LOCKED',
-    `The store ${storeDir} is locked by ${holder}. Wait for it to finish; a lock left by a process that ` +
-      'died is taken over once it is stale.',
+    `The store ${storeDir} is locked by ${holder}. ${advice}; a lock left by a process that died is taken over once it is stale.`,
     { storeDir, owner },
   );
 }

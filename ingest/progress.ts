@@ -1,4 +1,5 @@
 import cliProgress from 'cli-progress';
+import { Writable } from 'node:stream';
 import { pino, type Logger } from 'pino';
 
 /** Work done so far or in total, in the units progress reports. */
@@ -15,9 +16,36 @@ export interface ProgressReporter {
   stop(): void;
 }
 
-/** Creates a pino logger writing JSON lines to stderr synchronously, so lines survive a killed process. */
-export function createStderrLogger(level = 'info'): Logger {
-  return pino({ level, base: undefined }, pino.destination({ fd: 2, sync: true }));
+export type LogFormat = 'plain' | 'json';
+
+/**
+ * Creates a pino logger on stderr, written synchronously so lines survive a killed process: plain
+ * text lines for people (`plain`) or pino's JSON lines for log collectors (`json`).
+ */
+export function createStderrLogger(format: LogFormat = 'plain', level = 'info'): Logger {
+  if (format === 'json') {
+    return pino({ level, base: undefined }, pino.destination({ fd: 2, sync: true }));
+  }
+  const stderr = pino.destination({ fd: 2, sync: true });
+  const plain = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      stderr.write(formatPlainLine(JSON.parse(chunk.toString('utf8')) as Record<string, unknown>));
+      done();
+    },
+  });
+  return pino({ level, base: undefined, timestamp: false }, plain);
+}
+
+const levelNames: Record<number, string> = { 10: 'trace', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error', 60: 'fatal' };
+
+/** Formats a pino record as `level: message key=value …`, nested values as compact JSON. */
+export function formatPlainLine(record: Record<string, unknown>): string {
+  const { level, msg, ...fields } = record;
+  const name = levelNames[level as number] ?? String(level);
+  const details = Object.entries(fields)
+    .filter(([, value]) => value !== undefined)
+    .map(([key, value]) => `${key}=${typeof value === 'string' ? value : JSON.stringify(value)}`);
+  return `${name}: ${String(msg ?? '')}${details.length > 0 ? ` ${details.join(' ')}` : ''}\n`;
 }
 
 /** Creates a progress bar (cli-progress) on a terminal, or a reporter of log lines otherwise. */

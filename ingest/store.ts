@@ -143,7 +143,7 @@ export class ChunkStore {
   getChunk(id: string): ChunkView {
     const chunk = this.catalog.getChunk(id);
     if (!chunk) {
-      throw new KvpackError('CHUNK_NOT_FOUND', `No chunk ${id} in the store ${this.dir}.`, { chunkId: id });
+      throw new KvpackError('CHUNK_NOT_FOUND', `No chunk ${JSON.stringify(id)} in this store.`, { chunkId: id });
     }
     return { ...chunk, sources: this.catalog.chunkSources(id) };
   }
@@ -156,7 +156,7 @@ export class ChunkStore {
   async deleteDocument(id: string): Promise<void> {
     this.requireWrite('delete a document');
     if (!this.catalog.getDocument(id)) {
-      throw new KvpackError('DOCUMENT_NOT_FOUND', `No document ${id} in the store ${this.dir}.`, { documentId: id });
+      throw new KvpackError('DOCUMENT_NOT_FOUND', `No document ${JSON.stringify(id)} in this store; list the stored documents to find its id.`, { documentId: id });
     }
     const change = this.catalog.deleteDocuments([id]);
     this.applyChange(change);

@@ -18,6 +18,7 @@ interface StrategySample {
   contextTokens: number;
   computedTokens: number;
   splicedTokens: number;
+  reusedTokens: number;
   avoided: number;
   /** KL(full ‖ strategy) of the first answer token's distribution, in nats. */
   firstTokenKl: number;
@@ -33,6 +34,8 @@ export interface StrategyComparison {
   meanContextTokens: number;
   meanComputedTokens: number;
   meanSplicedTokens: number;
+  /** Tokens taken from the prefix cache (the preamble, or a whole prompt for `prefix`). */
+  meanReusedTokens: number;
   /** Mean share of the context's prefill that did not run. */
   meanPrefillAvoided: number;
   meanFirstTokenKl: number;
@@ -69,6 +72,7 @@ export async function compareStrategies(pipeline: QueryPipeline, questions: read
           contextTokens: accounting.contextTokens,
           computedTokens: accounting.computedTokens,
           splicedTokens: accounting.splicedTokens,
+          reusedTokens: accounting.reusedTokens,
           avoided: accounting.prefillComputeAvoided,
         },
       });
@@ -96,6 +100,7 @@ function summarize(strategy: Strategy, samples: StrategySample[]): StrategyCompa
     meanContextTokens: mean((sample) => sample.contextTokens),
     meanComputedTokens: mean((sample) => sample.computedTokens),
     meanSplicedTokens: mean((sample) => sample.splicedTokens),
+    meanReusedTokens: mean((sample) => sample.reusedTokens),
     meanPrefillAvoided: mean((sample) => sample.avoided),
     meanFirstTokenKl: mean((sample) => sample.firstTokenKl),
     top1Agreement: mean((sample) => (sample.top1Agrees ? 1 : 0)),

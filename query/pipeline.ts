@@ -182,7 +182,7 @@ export class QueryPipeline {
   resolveRequest(request: QueryRequest): ResolvedRequest {
     const question = typeof request.question === 'string' ? request.question.trim() : '';
     if (!question) {
-      throw new KvpackError('INVALID_ARGUMENT', 'question must be a non-empty string.');
+      throw new KvpackError('INVALID_ARGUMENT', 'question must contain a non-space character.', { fields: ['question'] });
     }
     const strategy = request.strategy ?? 'packet';
     if (!strategies.includes(strategy)) {

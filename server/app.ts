@@ -84,7 +84,7 @@ export async function buildServer(deps: ServerDeps, config: ServerConfig, logger
     metrics.requests.inc({ route: request.routeOptions.url ?? 'unmatched', method: request.method, status: String(reply.statusCode) });
   });
   app.setErrorHandler(async (error, request, reply) => {
-    const { error: catalogError, internal } = toCatalogError(error, config);
+    const { error: catalogError, internal } = toCatalogError(error, config, request.headers['content-type']);
     if (internal) {
       request.log.error({ err: error }, 'request failed with an unexpected error');
     } else {

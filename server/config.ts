@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { Ajv, type ErrorObject } from 'ajv';
+import { describeSchemaProblem } from '../common/schema-issues.js';
 import { KvpackError } from '../common/errors.js';
 import { strategies } from '../packets/strategies.js';
 import { DEFAULT_SUMMARY_THRESHOLD } from '../query/pipeline.js';
@@ -233,7 +234,7 @@ function describeErrors(errors: ErrorObject[], values: Record<string, unknown>, 
       return `unknown option ${key} (from ${origins.get(key) ?? 'the input'}); known options: ${optionKeys.join(', ')}.`;
     }
     const key = error.instancePath.split('/')[1] ?? '';
-    const problem = error.keyword === 'anyOf' ? `must be one of ${allowedValues(key).join(', ')}` : (error.message ?? 'is invalid');
+    const problem = error.keyword === 'anyOf' ? `must be one of ${allowedValues(key).join(', ')}` : describeSchemaProblem(error);
     return `${key} ${problem}, got ${JSON.stringify(values[key])} (from ${origins.get(key) ?? 'the default'}).`;
   });
   // A union reports one error per branch plus one for the union; keep the union's line only.

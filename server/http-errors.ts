@@ -1,4 +1,5 @@
 import { errorCatalog, isKvpackError, KvpackError, type ErrorCode } from '../common/errors.js';
+import { describeSchemaProblem } from '../common/schema-issues.js';
 
 /** The body of every error response: a stable code from the catalog, a message and optional details. */
 export interface ErrorBody {
@@ -22,7 +23,7 @@ interface FrameworkError {
 }
 
 /** Error codes of fastify and @fastify/multipart that name a request the client can fix. */
-const frameworkCodes: Readonly<Record<string, (error: FrameworkError, limits: RequestLimits) => KvpackError>> = {
+const frameworkCodes: Readonly<Record<string, (error: FrameworkError, limits: RequestLimits, contentType: string | undefined) => KvpackError>> = {
   FST_ERR_CTP_BODY_TOO_LARGE: (_, limits) =>
     new KvpackError('PAYLOAD_TOO_LARGE', `The request body is larger than the limit of ${limits.maxBodyBytes} bytes (maxBodyBytes); send a smaller body.`, {
       limitBytes: limits.maxBodyBytes,
@@ -34,12 +35,15 @@ const frameworkCodes: Readonly<Record<string, (error: FrameworkError, limits: Re
   FST_PARTS_LIMIT: () => new KvpackError('PAYLOAD_TOO_LARGE', 'The multipart request has too many parts; upload fewer files per request.'),
   FST_FILES_LIMIT: () => new KvpackError('PAYLOAD_TOO_LARGE', 'The multipart request has too many files; upload fewer files per request.'),
   FST_FIELDS_LIMIT: () => new KvpackError('PAYLOAD_TOO_LARGE', 'The multipart request has too many fields; send fewer fields per request.'),
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: (error) =>
-    new KvpackError('UNSUPPORTED_MEDIA_TYPE', `${error.message}; send application/json, or multipart/form-data where the route accepts uploads.`),
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: (_, _limits, contentType) =>
+    new KvpackError(
+      'UNSUPPORTED_MEDIA_TYPE',
+      `Unsupported content type ${JSON.stringify(contentType ?? '')}; send application/json, or multipart/form-data where the route accepts uploads.`,
+    ),
   FST_INVALID_MULTIPART_CONTENT_TYPE: () =>
     new KvpackError('UNSUPPORTED_MEDIA_TYPE', 'The request is not multipart/form-data; send files as multipart/form-data or documents as application/json.'),
   FST_ERR_CTP_EMPTY_JSON_BODY: () => new KvpackError('INVALID_ARGUMENT', 'The request body is empty but its content type is application/json; send a JSON object.'),
-  FST_ERR_CTP_INVALID_JSON_BODY: (error) => new KvpackError('INVALID_ARGUMENT', `The request body is not valid JSON: ${error.message}.`),
+  FST_ERR_CTP_INVALID_JSON_BODY: () => new KvpackError('INVALID_ARGUMENT', 'The request body is not valid JSON; send a JSON object.'),
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: () => new KvpackError('INVALID_ARGUMENT', 'The Content-Length header does not match the body length.'),
   FST_MP_PREMATURE_CLOSE: () => new KvpackError('INVALID_ARGUMENT', 'The request was closed before the multipart body was complete.'),
   FST_PROTO_VIOLATION: () => new KvpackError('INVALID_ARGUMENT', 'A multipart field is named __proto__ or constructor; rename it.'),
@@ -57,7 +61,7 @@ export interface RequestLimits {
  * @fastify/multipart get their catalog code. Anything else is INTERNAL_ERROR with
  * `internal: true`, for the caller to log.
  */
-export function toCatalogError(error: unknown, limits: RequestLimits): { error: KvpackError; internal: boolean } {
+export function toCatalogError(error: unknown, limits: RequestLimits, contentType?: string): { error: KvpackError; internal: boolean } {
   if (isKvpackError(error)) {
     return { error, internal: false };
   }
@@ -67,7 +71,7 @@ export function toCatalogError(error: unknown, limits: RequestLimits): { error: 
   }
   const mapped = framework?.code ? frameworkCodes[framework.code] : undefined;
   if (mapped) {
-    return { error: mapped(framework, limits), internal: false };
+    return { error: mapped(framework, limits, contentType), internal: false };
   }
   const message = typeof framework?.message === 'string' ? framework.message : String(error);
   const status = framework?.statusCode;
@@ -103,7 +107,7 @@ function describeIssue(issue: ValidationIssue, context: string): string {
     case 'enum':
       return `${field} must be one of ${(issue.params.allowedValues as unknown[]).map((value) => JSON.stringify(value)).join(', ')}`;
     default:
-      return `${field} ${issue.message ?? 'is invalid'}`;
+      return `${field} ${describeSchemaProblem(issue)}`;
   }
 }
 

@@ -1,5 +1,4 @@
 import { InvalidArgumentError, type Command } from 'commander';
-import { resolveDefaultModel } from '../../inference/default-model.js';
 import { InferenceEngine } from '../../inference/engine.js';
 import { ChunkStore } from '../../ingest/store.js';
 import { resolveAdapter } from '../../packets/adapter.js';
@@ -7,6 +6,7 @@ import { strategies, type Strategy } from '../../packets/strategies.js';
 import { QueryPipeline } from '../../query/pipeline.js';
 import type { QueryResult } from '../../query/types.js';
 import { StoreRetriever } from '../../query/store-retriever.js';
+import { modelOptionHelp, resolveModelOption } from '../model-option.js';
 import { integerOption, numberOption } from '../options.js';
 
 interface AskCommandOptions {
@@ -22,16 +22,13 @@ interface AskCommandOptions {
   threads: number;
 }
 
-/** The environment variable naming the model folder when --model is not given, as for `kvpack ingest` and `kvpack serve`. */
-const MODEL_ENV = 'KVPACK_MODEL';
-
 export function registerAskCommand(program: Command): void {
   program
     .command('ask')
     .description('Answer QUESTION from a store locally, without a server: the answer streams to stdout, then its sources.')
     .argument('<question>', 'the question')
     .requiredOption('--store <dir>', 'store folder built by kvpack ingest, kvpack serve or kvpack demo')
-    .option('--model <dir>', `model folder the store was built with (default: $${MODEL_ENV}, else stories260K)`)
+    .option('--model <dir>', modelOptionHelp('model folder the store was built with'))
     .option('--adapter <file>', "adapter file for the packet strategy, or none (default: the model's shipped adapter when one beat naive concatenation)")
     .option('--json', 'print the whole result (answer, citations, timings, token accounting) as JSON', false)
     .option('--strategy <name>', `how the context cache is built: ${strategies.join(', ')}`, parseStrategy, 'packet')
@@ -47,7 +44,7 @@ export function registerAskCommand(program: Command): void {
 }
 
 async function askQuestion(question: string, options: AskCommandOptions): Promise<QueryResult> {
-  const modelDir = options.model ?? process.env[MODEL_ENV] ?? (await resolveDefaultModel({ log: (line) => process.stderr.write(`${line}\n`) }));
+  const modelDir = await resolveModelOption(options.model);
   const engine = await InferenceEngine.load(modelDir, { threads: options.threads });
   let store: ChunkStore | undefined;
   const controller = new AbortController();

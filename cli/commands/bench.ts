@@ -1,7 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { InvalidArgumentError, type Command } from 'commander';
 import { KvpackError } from '../../common/errors.js';
-import { resolveDefaultModel } from '../../inference/default-model.js';
 import { InferenceEngine } from '../../inference/engine.js';
 import { ChunkStore } from '../../ingest/store.js';
 import { resolveAdapter } from '../../packets/adapter.js';
@@ -10,6 +9,7 @@ import { strategies, type Strategy } from '../../packets/strategies.js';
 import { compareStrategies, type StrategyComparison } from '../../query/compare.js';
 import { QueryPipeline } from '../../query/pipeline.js';
 import { StoreRetriever } from '../../query/store-retriever.js';
+import { modelOptionHelp, resolveModelOption } from '../model-option.js';
 import { integerOption } from '../options.js';
 
 interface BenchCommandOptions {
@@ -18,7 +18,7 @@ interface BenchCommandOptions {
   model?: string;
   adapter?: string;
   limit: number;
-  strategies: Strategy[];
+  strategies?: Strategy[];
   topK: number;
   maxTokens: number;
   epicTokens: number;
@@ -35,10 +35,10 @@ export function registerBenchCommand(program: Command): void {
     )
     .requiredOption('--store <dir>', 'store folder built by kvpack ingest, kvpack serve or kvpack demo')
     .requiredOption('--questions <file>', 'questions: a text file with one per line, or JSON Lines with a "question" or "question_text" field')
-    .option('--model <dir>', 'model folder the store was built with (default: $KVPACK_MODEL, else stories260K)')
+    .option('--model <dir>', modelOptionHelp('model folder the store was built with'))
     .option('--adapter <file>', "adapter file for the packet strategy, or none (default: the model's shipped adapter when one beat naive concatenation)")
     .option('--limit <n>', 'questions to run at most', integerOption(1), 20)
-    .option('--strategies <list>', `comma-separated strategies among ${strategies.join(', ')}`, parseStrategies, [...strategies])
+    .option('--strategies <list>', `comma-separated strategies among ${strategies.join(', ')} (default: all)`, parseStrategies)
     .option('--top-k <n>', 'chunks retrieved per question', integerOption(1), 3)
     .option('--max-tokens <n>', 'greedy answer tokens compared with full prefill', integerOption(1), 16)
     .option('--epic-tokens <n>', 'tokens epic recomputes at the start of each chunk', integerOption(0), 4)
@@ -52,7 +52,7 @@ export function registerBenchCommand(program: Command): void {
 
 async function runBench(options: BenchCommandOptions): Promise<StrategyComparison[]> {
   const questions = readQuestions(options.questions).slice(0, options.limit);
-  const modelDir = options.model ?? process.env.KVPACK_MODEL ?? (await resolveDefaultModel({ log: (line) => process.stderr.write(`${line}\n`) }));
+  const modelDir = await resolveModelOption(options.model);
   const engine = await InferenceEngine.load(modelDir, { threads: options.threads });
   let store: ChunkStore | undefined;
   try {
@@ -64,9 +64,9 @@ async function runBench(options: BenchCommandOptions): Promise<StrategyCompariso
     process.stderr.write(`${resolved.reason}\n`);
     const adapter = resolved.vectors;
     const pipeline = new QueryPipeline({ engine, retriever: new StoreRetriever(store), packets: store.packets, adapter, prefixCache: new PrefixCache(256 << 20) });
-    process.stderr.write(`Comparing ${options.strategies.join(', ')} on ${questions.length} questions...\n`);
+    process.stderr.write(`Comparing ${(options.strategies ?? strategies).join(', ')} on ${questions.length} questions...\n`);
     return await compareStrategies(pipeline, questions, {
-      strategies: options.strategies,
+      strategies: options.strategies ?? [...strategies],
       topK: options.topK,
       maxTokens: options.maxTokens,
       epicTokens: options.epicTokens,
@@ -108,13 +108,13 @@ export function readQuestions(file: string): string[] {
 
 export function formatComparison(rows: StrategyComparison[]): string {
   const lines = [
-    '| strategy | questions | prefill ms (median) | first token ms (median) | context tokens | computed | spliced | prefill avoided | first-token KL vs full | top-1 = full | answer = full |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| strategy | questions | prefill ms (median) | first token ms (median) | context tokens | computed | spliced | reused | prefill avoided | first-token KL vs full | top-1 = full | answer = full |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const row of rows) {
     lines.push(
       `| ${row.strategy} | ${row.questions} | ${row.medianPrefillMs.toFixed(1)} | ${row.medianTimeToFirstTokenMs.toFixed(1)} | ` +
-        `${row.meanContextTokens.toFixed(0)} | ${row.meanComputedTokens.toFixed(0)} | ${row.meanSplicedTokens.toFixed(0)} | ` +
+        `${row.meanContextTokens.toFixed(0)} | ${row.meanComputedTokens.toFixed(0)} | ${row.meanSplicedTokens.toFixed(0)} | ${row.meanReusedTokens.toFixed(0)} | ` +
         `${(row.meanPrefillAvoided * 100).toFixed(0)}% | ${row.meanFirstTokenKl.toFixed(4)} | ${(row.top1Agreement * 100).toFixed(0)}% | ` +
         `${(row.answerMatch * 100).toFixed(0)}% |`,
     );

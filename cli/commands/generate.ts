@@ -1,10 +1,11 @@
 import type { Command } from 'commander';
 import { InferenceEngine } from '../../inference/engine.js';
 import { generateFromPrompt } from '../../inference/generate.js';
+import { modelOptionHelp, resolveModelOption } from '../model-option.js';
 import { collect, integerOption, numberOption } from '../options.js';
 
 interface GenerateCommandOptions {
-  model: string;
+  model?: string;
   maxTokens: number;
   temperature: number;
   topK: number;
@@ -19,7 +20,7 @@ export function registerGenerateCommand(program: Command): void {
     .command('generate')
     .description('Stream a continuation of PROMPT to stdout; an empty PROMPT decodes from BOS alone.')
     .argument('[prompt]', 'text to continue', '')
-    .requiredOption('--model <dir>', 'model folder')
+    .option('--model <dir>', modelOptionHelp())
     .option('--max-tokens <n>', 'maximum tokens to generate', integerOption(0), 128)
     .option('--temperature <t>', 'sampling temperature; 0 is greedy', numberOption(0), 0)
     .option('--top-k <k>', 'sample among the k most likely tokens; 0 disables', integerOption(0), 0)
@@ -28,7 +29,7 @@ export function registerGenerateCommand(program: Command): void {
     .option('--stop <text>', 'stop before this text (repeatable)', collect, [])
     .option('--threads <n>', 'onnxruntime threads per operator; 0 lets onnxruntime choose', integerOption(0), 0)
     .action(async (prompt: string, options: GenerateCommandOptions) => {
-      const engine = await InferenceEngine.load(options.model, { threads: options.threads });
+      const engine = await InferenceEngine.load(await resolveModelOption(options.model), { threads: options.threads });
       const controller = new AbortController();
       const onInterrupt = () => controller.abort();
       process.once('SIGINT', onInterrupt);

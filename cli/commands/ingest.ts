@@ -1,11 +1,10 @@
 import { existsSync } from 'node:fs';
-import { resolveDefaultModel } from '../../inference/default-model.js';
 import { InferenceEngine } from '../../inference/engine.js';
 import { PacketChunkProcessor, SummaryOnlyChunkProcessor } from '../../ingest/chunk-processor.js';
 import { defaultChunking, type ChunkingOptions } from '../../ingest/chunker.js';
 import { manifestPath, readManifest } from '../../ingest/manifest.js';
 import { runIngest, type IngestReport } from '../../ingest/pipeline.js';
-import { createProgressReporter, createStderrLogger } from '../../ingest/progress.js';
+import { createProgressReporter, createStderrLogger, type LogFormat } from '../../ingest/progress.js';
 import { supportedExtensions } from '../../ingest/sources.js';
 import { DEFAULT_SUMMARY_METHOD, summaryMethods, type SummaryMethod } from '../../ingest/summarize.js';
 import { resolveAdapter } from '../../packets/adapter.js';
@@ -13,6 +12,7 @@ import { parseEmbedderSpec, type Embedder } from '../../retrieval/embedder.js';
 import { HashedEmbedder } from '../../retrieval/hashed-embedder.js';
 import { TransformersEmbedder } from '../../retrieval/transformers-embedder.js';
 import { InvalidArgumentError, type Command } from 'commander';
+import { modelOptionHelp, resolveModelOption } from '../model-option.js';
 import { integerOption, numberOption } from '../options.js';
 
 interface IngestCommandOptions {
@@ -33,10 +33,8 @@ interface IngestCommandOptions {
   threads: number;
   concurrency: number;
   progressInterval: number;
+  logFormat: LogFormat;
 }
-
-/** The environment variable naming the model folder when --model is not given. */
-const MODEL_ENV = 'KVPACK_MODEL';
 
 export function registerIngestCommand(program: Command): void {
   program
@@ -47,7 +45,7 @@ export function registerIngestCommand(program: Command): void {
     )
     .argument('<paths...>', 'files and folders to ingest')
     .requiredOption('--store <dir>', 'store folder (created when it does not exist)')
-    .option('--model <dir>', `model folder whose tokenizer cuts the chunks and which builds the packets (default: $${MODEL_ENV}, else stories260K)`)
+    .option('--model <dir>', modelOptionHelp('model folder whose tokenizer cuts the chunks and which builds the packets'))
     .option('--adapter <file>', "adapter file to build adapter packets with besides the naive ones, or none (default: the model's shipped adapter when one beat naive concatenation)")
     .option('--embedder <spec>', 'hashed, or transformers:DIR for a sentence-embedding model folder (default: the store\'s, else hashed)')
     .option('--jsonl-text-field <path>', 'dotted path of the text in each JSON Lines record', 'text')
@@ -67,6 +65,7 @@ export function registerIngestCommand(program: Command): void {
     .option('--threads <n>', 'onnxruntime threads per operator; 0 lets onnxruntime choose', integerOption(0), 0)
     .option('--concurrency <n>', 'chunks of a document processed at once (packet prefills and writes overlap)', integerOption(1), 4)
     .option('--progress-interval <ms>', 'milliseconds between progress log lines when stderr is not a terminal', integerOption(100), 2000)
+    .option('--log-format <format>', 'log lines on stderr: plain text, or json (pino) for log collectors', parseLogFormat, 'plain')
     .action(async (paths: string[], options: IngestCommandOptions) => {
       const report = await ingestCommand(paths, options);
       process.stdout.write(formatReport(report));
@@ -74,8 +73,8 @@ export function registerIngestCommand(program: Command): void {
 }
 
 async function ingestCommand(paths: string[], options: IngestCommandOptions): Promise<IngestReport> {
-  const logger = createStderrLogger();
-  const modelDir = options.model ?? process.env[MODEL_ENV] ?? (await resolveDefaultModel({ log: (line) => logger.info(line) }));
+  const logger = createStderrLogger(options.logFormat);
+  const modelDir = await resolveModelOption(options.model, (line) => logger.info(line));
   const engine = await InferenceEngine.load(modelDir, { threads: options.threads });
   let embedder: Embedder | undefined;
   try {
@@ -143,4 +142,11 @@ function parseSummaryMethod(value: string): SummaryMethod {
     throw new InvalidArgumentError(`expected one of ${summaryMethods.join(', ')}, got ${JSON.stringify(value)}.`);
   }
   return value as SummaryMethod;
+}
+
+function parseLogFormat(value: string): LogFormat {
+  if (value !== 'plain' && value !== 'json') {
+    throw new InvalidArgumentError(`expected plain or json, got ${JSON.stringify(value)}.`);
+  }
+  return value;
 }

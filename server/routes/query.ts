@@ -32,6 +32,9 @@ export function registerQueryRoutes(app: FastifyInstance, context: ServerContext
   const { config } = context;
   app.post<{ Body: QueryBody }>('/v1/query', { schema: { body: querySchema(config) } }, async (request, reply) => {
     const body = request.body;
+    if (body.question.trim() === '') {
+      throw new KvpackError('INVALID_ARGUMENT', 'Invalid request body: question must contain a non-space character.', { fields: ['question'] });
+    }
     if (body.question.length > config.maxQuestionChars) {
       throw new KvpackError(
         'QUESTION_TOO_LONG',

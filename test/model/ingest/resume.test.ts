@@ -7,11 +7,15 @@ import { packageRoot } from '../../../common/paths.js';
 import { InferenceEngine } from '../../../inference/engine.js';
 import { Catalog } from '../../../ingest/catalog.js';
 import { acquireStoreLock } from '../../../ingest/lock.js';
+import { resolveAdapter } from '../../../packets/adapter.js';
 import { expectedFingerprints } from '../../../packets/build.js';
 import { FsPacketStore } from '../../../packets/store.js';
 import { HnswIndex } from '../../../retrieval/hnsw-index.js';
 import { testModelDir } from '../../helpers/models.js';
 import { requireSharedDir } from '../../helpers/shared.js';
+
+/** The adapter that `kvpack ingest` builds packets with by default for stories260K. */
+const SHIPPED_ADAPTER = 'stories260k-conditioned';
 
 interface RunResult {
   code: number | null;
@@ -67,6 +71,8 @@ afterAll(async () => {
 
 const ingestArgs = (storeDir: string, file = corpus) => [
   'ingest',
+  '--log-format',
+  'json',
   '--store',
   storeDir,
   '--model',
@@ -93,6 +99,8 @@ async function checkCommittedDocuments(storeDir: string): Promise<string[]> {
         expect(catalog.hasChunk(id), `chunk ${id} of ${document.id}`).toBe(true);
         expect(await packets.has({ chunkId: id, adapterId: 'none', kind: 'full' }), `full packet of ${id}`).toBe(true);
         expect(await packets.has({ chunkId: id, adapterId: 'none', kind: 'summary' }), `summary packet of ${id}`).toBe(true);
+        expect(await packets.has({ chunkId: id, adapterId: SHIPPED_ADAPTER, kind: 'full' }), `adapter packet of ${id}`).toBe(true);
+        expect(await packets.has({ chunkId: id, adapterId: SHIPPED_ADAPTER, kind: 'summary' }), `adapter summary packet of ${id}`).toBe(true);
       }
     }
     return documents.map((document) => document.id);
@@ -113,12 +121,18 @@ async function checkFinishedStore(storeDir: string): Promise<{ documents: string
     expect(index.size).toBe(chunks.length);
     expect(index.liveLabels().sort((a, b) => a - b)).toEqual(chunks.map((chunk) => chunk.label).sort((a, b) => a - b));
     const expected = expectedFingerprints(engine);
+    const adapter = resolveAdapter(undefined, { modelFingerprint: engine.modelFingerprint, hiddenSize: engine.arch.hiddenSize }).vectors;
+    expect(adapter?.id).toBe(SHIPPED_ADAPTER);
+    const expectedWithAdapter = expectedFingerprints(engine, adapter);
     for (const chunk of chunks) {
       await expect(packets.get({ chunkId: chunk.id, adapterId: 'none', kind: 'full' }, expected)).resolves.toBeDefined();
       await expect(packets.get({ chunkId: chunk.id, adapterId: 'none', kind: 'summary' }, expected)).resolves.toBeDefined();
+      await expect(packets.get({ chunkId: chunk.id, adapterId: SHIPPED_ADAPTER, kind: 'full' }, expectedWithAdapter)).resolves.toBeDefined();
+      await expect(packets.get({ chunkId: chunk.id, adapterId: SHIPPED_ADAPTER, kind: 'summary' }, expectedWithAdapter)).resolves.toBeDefined();
     }
+    // Naive and adapter packets of every chunk and its summary, and nothing else.
     const keys = await packets.list();
-    expect(keys).toHaveLength(2 * chunks.length);
+    expect(keys).toHaveLength(4 * chunks.length);
     expect(packets.stats().tempFiles).toBe(0);
     expect(readdirSync(path.join(storeDir, 'index')).sort()).toEqual(['hnsw.bin', 'hnsw.json']);
     return { documents: catalog.listDocuments().map((document) => document.id), chunks: chunks.map((chunk) => chunk.id).sort() };

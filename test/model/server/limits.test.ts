@@ -127,12 +127,13 @@ describe('request bounds', () => {
   });
 
   it.each([
-    [{ question: 'Who?', topK: 'three' }, 'Invalid request body: topK must be integer.', ['topK']],
+    [{ question: 'Who?', topK: 'three' }, 'Invalid request body: topK must be of type integer.', ['topK']],
     [{ question: 'Who?', colour: 'red' }, 'Invalid request body: colour is not a known field.', ['colour']],
     [{ topK: 2 }, 'Invalid request body: question is required.', ['question']],
     [{ question: 'Who?', strategy: 'fast' }, 'Invalid request body: strategy must be one of "full", "prefix", "naive", "epic", "packet".', ['strategy']],
     [{ question: 'Who?', topK: 99 }, 'Invalid request body: topK must be <= 16.', ['topK']],
-    [{ question: '' }, 'Invalid request body: question must NOT have fewer than 1 characters.', ['question']],
+    [{ question: '' }, 'Invalid request body: question must have at least 1 character.', ['question']],
+    [{ question: '   ' }, 'Invalid request body: question must contain a non-space character.', ['question']],
   ])('rejects a malformed query body %j with 400', async (body, message, fields) => {
     const response = await postJson(`${running.url}/v1/query`, body);
     expect(response.status).toBe(400);

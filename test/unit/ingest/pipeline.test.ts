@@ -261,7 +261,7 @@ describe('runIngest', () => {
       await store.deleteDocument(a);
       expect(store.catalog.getDocument(a)).toBeUndefined();
       expect(store.index.size).toBe(store.catalog.chunkCount());
-      await expect(store.deleteDocument(a)).rejects.toThrow(`No document ${a} in the store ${storeDir}.`);
+      await expect(store.deleteDocument(a)).rejects.toThrow(`No document ${JSON.stringify(a)} in this store; list the stored documents to find its id.`);
     } finally {
       await store.close();
     }

@@ -99,7 +99,7 @@ describe('loadServerConfig', () => {
   it('rejects a file value of the wrong type', () => {
     const file = writeConfig('wrong-type.json', { store: 'a', port: '8080' });
     const message = configError(() => loadServerConfig({ file }));
-    expect(message).toContain('port must be integer');
+    expect(message).toContain('port must be of type integer');
     expect(message).toContain(`config file ${file}`);
   });
 
@@ -115,7 +115,7 @@ describe('loadServerConfig', () => {
 
   it('rejects a short API token', () => {
     const message = configError(() => loadServerConfig({ env: { KVPACK_STORE: 'a', KVPACK_API_TOKEN: 'short' } }));
-    expect(message).toContain('apiToken must NOT have fewer than 16 characters');
+    expect(message).toContain('apiToken must have at least 16 characters');
   });
 
   it('rejects a file that is not JSON', () => {

@@ -16,7 +16,7 @@ describe('toCatalogError', () => {
         message: 'body/topK must be integer',
         validationContext: 'body',
         validation: [
-          { instancePath: '/topK', keyword: 'type', message: 'must be integer', params: {} },
+          { instancePath: '/topK', keyword: 'type', message: 'must be integer', params: { type: 'integer' } },
           { instancePath: '', keyword: 'additionalProperties', message: 'must NOT have additional properties', params: { additionalProperty: 'colour' } },
           { instancePath: '', keyword: 'required', message: "must have required property 'question'", params: { missingProperty: 'question' } },
           { instancePath: '/strategy', keyword: 'enum', message: 'must be equal to one of the allowed values', params: { allowedValues: ['full', 'packet'] } },
@@ -26,7 +26,7 @@ describe('toCatalogError', () => {
     );
     expect(error.code).toBe('INVALID_ARGUMENT');
     expect(error.message).toBe(
-      'Invalid request body: topK must be integer; colour is not a known field; question is required; strategy must be one of "full", "packet".',
+      'Invalid request body: topK must be of type integer; colour is not a known field; question is required; strategy must be one of "full", "packet".',
     );
     expect(error.details.fields).toEqual(['topK', 'colour', 'question', 'strategy']);
   });
@@ -46,7 +46,7 @@ describe('toCatalogError', () => {
   it('maps malformed JSON to INVALID_ARGUMENT', () => {
     const { error } = toCatalogError({ code: 'FST_ERR_CTP_INVALID_JSON_BODY', statusCode: 400, message: 'Body is not valid JSON' }, limits);
     expect(error.code).toBe('INVALID_ARGUMENT');
-    expect(error.message).toBe('The request body is not valid JSON: Body is not valid JSON.');
+    expect(error.message).toBe('The request body is not valid JSON; send a JSON object.');
   });
 
   it('hides an unexpected error behind INTERNAL_ERROR', () => {
