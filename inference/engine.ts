@@ -12,7 +12,15 @@ import { fingerprintTokenizer, Tokenizer } from './tokenizer.js';
 export interface EngineOptions {
   /** Threads for one operator (onnxruntime `intraOpNumThreads`); 0 lets onnxruntime choose. Default 0. */
   threads?: number;
+  /**
+   * Longest run of new entries one onnxruntime call computes. Longer inputs are prefilled in steps
+   * of this many entries, each attending to the cache of the steps before, so attention scores stay
+   * `[heads, step, past + step]` instead of `[heads, seq, seq]`. Default 1024.
+   */
+  prefillStep?: number;
 }
+
+const DEFAULT_PREFILL_STEP = 1024;
 
 /** Which positions of a forward pass return logits. */
 export type LogitsSelection = 'all' | 'last' | 'none';
@@ -55,6 +63,8 @@ export class InferenceEngine {
   readonly modelFingerprint: string;
   /** sha256 over tokenizer.json and tokenizer_config.json. */
   readonly tokenizerFingerprint: string;
+  /** See `EngineOptions.prefillStep`. */
+  readonly prefillStep: number;
   private session: ort.InferenceSession | undefined;
   private embedSession: ort.InferenceSession | undefined;
 
@@ -66,7 +76,9 @@ export class InferenceEngine {
     derivedGraph: boolean,
     session: ort.InferenceSession,
     embedSession: ort.InferenceSession | undefined,
+    prefillStep: number,
   ) {
+    this.prefillStep = prefillStep;
     this.modelFingerprint = fingerprints.model;
     this.tokenizerFingerprint = fingerprints.tokenizer;
     this.folder = folder;
@@ -81,6 +93,10 @@ export class InferenceEngine {
 
   /** Loads a model folder: config, tokenizer and ONNX session. */
   static async load(modelDir: string, options: EngineOptions = {}): Promise<InferenceEngine> {
+    const prefillStep = options.prefillStep ?? DEFAULT_PREFILL_STEP;
+    if (!Number.isInteger(prefillStep) || prefillStep < 1) {
+      throw new KvpackError('INVALID_ARGUMENT', `prefillStep must be a positive integer; got ${prefillStep}.`);
+    }
     const folder = openModelFolder(modelDir);
     const graphs = prepareSessionGraphs(folder.onnxPath, folder.arch);
     checkGraphMatchesConfig(graphs.decoderInterface, folder);
@@ -97,7 +113,7 @@ export class InferenceEngine {
     };
     const session = await createSession(graphs.decoder, sessionOptions);
     const embedSession = graphs.embedTokens ? await createSession(graphs.embedTokens, sessionOptions) : undefined;
-    return new InferenceEngine(folder, tokenizer, fingerprints, graphs.decoderInterface, graphs.derived, session, embedSession);
+    return new InferenceEngine(folder, tokenizer, fingerprints, graphs.decoderInterface, graphs.derived, session, embedSession, prefillStep);
   }
 
   /** Frees the onnxruntime sessions; the engine cannot run afterwards. */
@@ -122,15 +138,42 @@ export class InferenceEngine {
     return result.inputs_embeds.data as Float32Array;
   }
 
-  /** Runs the decoder over new tokens or embeddings after an optional cache. */
+  /**
+   * Runs the decoder over new tokens or embeddings after an optional cache. Inputs longer than the
+   * prefill step run as several onnxruntime calls; the result is the same up to float rounding.
+   */
   async forward(request: ForwardRequest): Promise<ForwardResult> {
-    const session = this.requireSession();
-    const past = request.past ?? KvCache.empty(this.layout);
+    this.requireSession();
+    let past = request.past ?? KvCache.empty(this.layout);
     past.assertLayout(this.layout, 'past KV cache');
     const seqLength = this.checkInput(request);
     const positions = this.resolvePositions(request.positions, past.length, seqLength);
     const selection = request.logits ?? 'last';
+    if (seqLength <= this.prefillStep) {
+      return this.runStep({ ...request, positions }, past, seqLength, selection);
+    }
+    const hidden = this.arch.hiddenSize;
+    const logits: Float32Array[] = [];
+    let result: ForwardResult | undefined;
+    for (let start = 0; start < seqLength; start += this.prefillStep) {
+      const end = Math.min(seqLength, start + this.prefillStep);
+      const step: ForwardRequest = {
+        tokens: request.tokens === undefined ? undefined : Array.prototype.slice.call(request.tokens, start, end),
+        embeddings: request.embeddings?.subarray(start * hidden, end * hidden),
+        positions: Array.prototype.slice.call(positions, start, end),
+      };
+      const stepSelection = selection === 'all' ? 'all' : end === seqLength ? selection : 'none';
+      result = await this.runStep(step, past, end - start, stepSelection);
+      if (selection === 'all') logits.push(result.logits);
+      past = result.present;
+    }
+    return { logits: selection === 'all' ? concatFloat32(logits) : result!.logits, present: past };
+  }
 
+  /** One onnxruntime call over validated inputs. */
+  private async runStep(request: ForwardRequest, past: KvCache, seqLength: number, selection: LogitsSelection): Promise<ForwardResult> {
+    const session = this.requireSession();
+    const positions = request.positions!;
     const feeds: Record<string, ort.Tensor> = {
       ...(await this.tokenFeeds(request, seqLength)),
       attention_mask: new ort.Tensor('int64', new BigInt64Array(past.length + seqLength).fill(1n), [1, past.length + seqLength]),
@@ -278,6 +321,16 @@ function selectLogits(tensor: ort.Tensor, selection: LogitsSelection, vocabSize:
     return data.slice(data.length - vocabSize);
   }
   return data;
+}
+
+function concatFloat32(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
 }
 
 function toInt64(values: ArrayLike<number>): BigInt64Array {

@@ -131,6 +131,33 @@ describe.each<TestModel>(['llama-tiny', 'qwen2-small'])('cache equivalence on %s
     expect(second.present.length).toBe(tokens.length);
   });
 
+  it('a prefill longer than the prefill step runs in steps with the same result', async ({ annotate }) => {
+    const stepped = await InferenceEngine.load(testModelDir(name), { prefillStep: 5 });
+    try {
+      const positions = tokens.map((_, i) => i + 3);
+      const embeddings = await engine.embedTokens(tokens);
+      for (const input of [{ tokens }, { embeddings }]) {
+        const once = await engine.forward({ ...input, positions, logits: 'all' });
+        const inSteps = await stepped.forward({ ...input, positions, logits: 'all' });
+        const last = await stepped.forward({ ...input, positions, logits: 'last' });
+        const logitDiff = maxAbsDiff(inSteps.logits, once.logits);
+        const keyDiff = maxAbsDiff(inSteps.present.keys[1], once.present.keys[1]);
+        await annotate(`logits ${logitDiff.toExponential(2)}, keys ${keyDiff.toExponential(2)}`);
+        expect(logitDiff).toBeLessThan(1e-4);
+        expect(keyDiff).toBeLessThan(1e-5);
+        expect(maxAbsDiff(inSteps.present.values[0], once.present.values[0])).toBeLessThan(1e-5);
+        expect(inSteps.present.length).toBe(tokens.length);
+        expect(maxAbsDiff(last.logits, row(once.logits, tokens.length - 1, engine.arch.vocabSize))).toBeLessThan(1e-4);
+      }
+    } finally {
+      await stepped.release();
+    }
+  });
+
+  it('rejects a prefill step that is not a positive integer', async () => {
+    await expect(InferenceEngine.load(testModelDir(name), { prefillStep: 0 })).rejects.toThrow('prefillStep must be a positive integer; got 0.');
+  });
+
   it('inputs_embeds equals input_ids', async ({ annotate }) => {
     const vocab = engine.arch.vocabSize;
     const byTokens = await engine.forward({ tokens, logits: 'all' });
