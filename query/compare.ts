@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { generate } from '../inference/generate.js';
+import { klDivergence, logSoftmax } from '../inference/log-probs.js';
 import type { Strategy } from '../packets/strategies.js';
 import type { QueryPipeline } from './pipeline.js';
 
@@ -81,7 +82,7 @@ export async function compareStrategies(pipeline: QueryPipeline, questions: read
     for (const [strategy, run] of runs) {
       samples.get(strategy)!.push({
         ...run.sample,
-        firstTokenKl: klDivergence(reference.logits, run.logits),
+        firstTokenKl: klDivergence(logSoftmax(reference.logits), logSoftmax(run.logits)),
         top1Agrees: run.tokens[0] === reference.tokens[0],
         answerMatches: run.tokens.length === reference.tokens.length && run.tokens.every((token, i) => token === reference.tokens[i]),
       });
@@ -106,26 +107,6 @@ function summarize(strategy: Strategy, samples: StrategySample[]): StrategyCompa
     top1Agreement: mean((sample) => (sample.top1Agrees ? 1 : 0)),
     answerMatch: mean((sample) => (sample.answerMatches ? 1 : 0)),
   };
-}
-
-/** KL(p ‖ q) in nats between the softmax distributions of two logit rows. */
-export function klDivergence(pLogits: Float32Array, qLogits: Float32Array): number {
-  const p = logSoftmax(pLogits);
-  const q = logSoftmax(qLogits);
-  let kl = 0;
-  for (let i = 0; i < p.length; i++) {
-    kl += Math.exp(p[i]) * (p[i] - q[i]);
-  }
-  return Math.max(0, kl);
-}
-
-function logSoftmax(logits: Float32Array): Float64Array {
-  let max = -Infinity;
-  for (const value of logits) max = Math.max(max, value);
-  let sum = 0;
-  for (const value of logits) sum += Math.exp(value - max);
-  const logSum = max + Math.log(sum);
-  return Float64Array.from(logits, (value) => value - logSum);
 }
 
 export function median(values: number[]): number {

@@ -1,7 +1,9 @@
 import type { InferenceEngine } from '../../inference/engine.js';
 import type { KvCache } from '../../inference/kv-cache.js';
+import { klDivergence, logSoftmax } from '../../inference/log-probs.js';
 import { argmax } from '../../inference/sampling.js';
 import type { AdapterVectors } from '../adapter-vectors.js';
+import type { PrefixCache } from '../prefix-cache.js';
 import { prefillContext, type ContextOptions } from '../strategies.js';
 import type { FidelitySample } from './samples-types.js';
 
@@ -11,9 +13,10 @@ import type { FidelitySample } from './samples-types.js';
  * teacher-forced after the prompt and compared with the teacher's distributions.
  */
 
-/** A strategy under evaluation. */
+/** A strategy under evaluation. `prefix` reuses the longest exact token prefix found in `prefixCache`. */
 export type EvaluatedStrategy =
   | { kind: 'full' }
+  | { kind: 'prefix'; prefixCache: PrefixCache }
   | { kind: 'naive' }
   | { kind: 'epic'; recompute: number }
   | { kind: 'adapter'; adapter: AdapterVectors };
@@ -61,6 +64,8 @@ function contextOptions(strategy: EvaluatedStrategy): ContextOptions {
   switch (strategy.kind) {
     case 'full':
       return { strategy: 'full' };
+    case 'prefix':
+      return { strategy: 'prefix', prefixCache: strategy.prefixCache };
     case 'naive':
       return { strategy: 'naive' };
     case 'epic':
@@ -123,28 +128,12 @@ export function compareWithTeacher(sample: FidelitySample, logits: Float32Array,
   for (let i = 0; i < answerLength; i++) {
     const row = logits.subarray(i * vocab, (i + 1) * vocab);
     const teacher = sample.teacherLogProbs.subarray(i * vocab, (i + 1) * vocab);
-    kl += klDivergence(teacher, row);
+    kl += klDivergence(teacher, logSoftmax(row));
     if (argmax(row) === sample.teacherTokens[i]) top1Matches++;
   }
   let greedyPrefix = 0;
   while (greedyPrefix < answerLength && greedy[greedyPrefix] === sample.teacherTokens[greedyPrefix]) greedyPrefix++;
   return { kl: kl / answerLength, top1Matches, greedyPrefix, exact: greedyPrefix === answerLength };
-}
-
-/** KL(p ‖ q) in nats for teacher log-probabilities and student logits, in float64. */
-export function klDivergence(teacherLogProbs: Float32Array, studentLogits: Float32Array): number {
-  let max = -Infinity;
-  for (let i = 0; i < studentLogits.length; i++) max = Math.max(max, studentLogits[i]);
-  let sum = 0;
-  for (let i = 0; i < studentLogits.length; i++) sum += Math.exp(studentLogits[i] - max);
-  const logNormalizer = max + Math.log(sum);
-  let kl = 0;
-  for (let i = 0; i < teacherLogProbs.length; i++) {
-    const logP = teacherLogProbs[i];
-    const p = Math.exp(logP);
-    if (p > 0) kl += p * (logP - (studentLogits[i] - logNormalizer));
-  }
-  return Math.max(0, kl);
 }
 
 export interface EvaluateOptions {

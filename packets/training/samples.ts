@@ -7,6 +7,7 @@ import { cacheDir } from '../../common/paths.js';
 import { SeededRandom } from '../../common/random.js';
 import type { InferenceEngine } from '../../inference/engine.js';
 import { generate } from '../../inference/generate.js';
+import { logSoftmax } from '../../inference/log-probs.js';
 import { argmax } from '../../inference/sampling.js';
 import type { Tokenizer } from '../../inference/tokenizer.js';
 import { readCorpusDocuments } from './corpus.js';
@@ -293,15 +294,6 @@ export async function withTeacherAnswer(engine: InferenceEngine, skeleton: Sampl
     if (i + 1 < answerTokens) step = await engine.forward({ tokens: [teacherTokens[i]], past: step.present });
   }
   return { ...skeleton, teacherTokens, teacherLogProbs };
-}
-
-function logSoftmax(logits: Float32Array): Float32Array {
-  let max = -Infinity;
-  for (const value of logits) max = Math.max(max, value);
-  let sum = 0;
-  for (const value of logits) sum += Math.exp(value - max);
-  const logNormalizer = max + Math.log(sum);
-  return logits.map((value) => value - logNormalizer);
 }
 
 function pickDistinct(size: number, count: number, random: SeededRandom): number[] {
