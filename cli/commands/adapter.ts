@@ -18,10 +18,11 @@ import { evaluateHeldOut, loadHeldOutSets, type HeldOutSet } from '../../packets
 import type { TrainingData } from '../../packets/training/pipeline.js';
 import { loadOrBuildDataset, type DocumentSource } from '../../packets/training/samples.js';
 import type { AdapterInit } from '../../packets/training/train.js';
+import { modelOptionHelp, resolveModelOption } from '../model-option.js';
 import { collect, integerOption, numberOption } from '../options.js';
 
 interface TrainCommandOptions {
-  model: string;
+  model?: string;
   corpus: string[];
   variant: AdapterVariant | 'both';
   header: number;
@@ -73,7 +74,7 @@ export function registerAdapterCommands(program: Command): void {
       'Distill adapter vectors: the teacher is a full prefill of the concatenated chunks plus a prompt, the student the packet ' +
         'splice; the loss is KL(teacher || student) over 16 greedy answer tokens. Without --corpus the model samples its own stories.',
     )
-    .requiredOption('--model <dir>', 'model folder')
+    .option('--model <dir>', modelOptionHelp())
     .option('--corpus <path>', 'training text: plain text (documents separated by blank lines) or JSONL with a text field (repeatable)', collect, [])
     .option('--variant <name>', 'reference (header and trailer stay in the packet), conditioned (header conditions the chunk, then is dropped) or both', variantOption(true), 'conditioned')
     .option('--header <n>', 'header vectors', integerOption(1), 8)
@@ -99,13 +100,13 @@ export function registerAdapterCommands(program: Command): void {
   adapter
     .command('eval')
     .description('Measure an adapter on held-out samples against full prefill, next to naive concatenation and EPIC; prints a markdown table.')
-    .requiredOption('--model <dir>', 'model folder')
+    .option('--model <dir>', modelOptionHelp())
     .requiredOption('--adapter <file>', 'adapter file (.safetensors)')
     .option('--corpus <path>', 'held-out text instead of self-sampled stories (repeatable)', collect, [])
     .option('--chunks <list>', 'chunk counts', chunkList, [2, 3, 4])
     .option('--samples <n>', 'held-out samples per chunk count', integerOption(1), 100)
     .option('--epic <n>', 'tokens EPIC recomputes at the start of each chunk; 0 leaves EPIC out', integerOption(0), 4)
-    .action(async (options: { model: string; adapter: string; corpus: string[]; chunks: number[]; samples: number; epic: number }) => runEval(options));
+    .action(async (options: EvalCommandOptions) => runEval(options));
 
   adapter
     .command('import')
@@ -113,7 +114,7 @@ export function registerAdapterCommands(program: Command): void {
       'Import adapter vectors trained elsewhere: a safetensors file with F32 tensors header [h, hidden] and trailer [t, hidden]. ' +
         'Runs the held-out evaluation and the fidelity gate, then writes a kvpack adapter file.',
     )
-    .requiredOption('--model <dir>', 'model folder the vectors were trained for')
+    .option('--model <dir>', modelOptionHelp('model folder the vectors were trained for'))
     .requiredOption('--from <file>', 'safetensors file with the bare vectors')
     .requiredOption('--variant <name>', 'reference or conditioned', variantOption(false))
     .option('--id <id>', 'adapter id; default from the output file name')
@@ -193,8 +194,9 @@ async function runTrain(options: TrainCommandOptions): Promise<void> {
   // TensorFlow.js loads only for training, so other commands start fast.
   const { TfDecoder } = await import('../../packets/training/tf-decoder.js');
   const { trainAndEvaluateAdapter } = await import('../../packets/training/pipeline.js');
-  const engine = await InferenceEngine.load(options.model);
-  const decoder = await TfDecoder.load(options.model);
+  const modelDir = await resolveModelOption(options.model);
+  const engine = await InferenceEngine.load(modelDir);
+  const decoder = await TfDecoder.load(modelDir);
   try {
     const data = await loadTrainingData(engine, options);
     const variants: AdapterVariant[] = options.variant === 'both' ? ['reference', 'conditioned'] : [options.variant];
@@ -270,8 +272,17 @@ function withSuffix(file: string, suffix: string): string {
   return path.join(path.dirname(file), `${path.basename(file, extension)}${suffix}${extension || '.safetensors'}`);
 }
 
-async function runEval(options: { model: string; adapter: string; corpus: string[]; chunks: number[]; samples: number; epic: number }): Promise<void> {
-  const engine = await InferenceEngine.load(options.model);
+interface EvalCommandOptions {
+  model?: string;
+  adapter: string;
+  corpus: string[];
+  chunks: number[];
+  samples: number;
+  epic: number;
+}
+
+async function runEval(options: EvalCommandOptions): Promise<void> {
+  const engine = await InferenceEngine.load(await resolveModelOption(options.model));
   try {
     const { vectors } = loadAdapter(options.adapter, { modelFingerprint: engine.modelFingerprint, hiddenSize: engine.arch.hiddenSize });
     const dataProgress = progressReporter('data');
@@ -317,7 +328,7 @@ export function fidelityTable(rows: ReadonlyArray<{ chunks: number; report: Fide
 }
 
 interface ImportCommandOptions {
-  model: string;
+  model?: string;
   from: string;
   variant: AdapterVariant;
   id?: string;
@@ -328,7 +339,7 @@ interface ImportCommandOptions {
 }
 
 async function runImport(options: ImportCommandOptions): Promise<void> {
-  const engine = await InferenceEngine.load(options.model);
+  const engine = await InferenceEngine.load(await resolveModelOption(options.model));
   try {
     const file = await importAdapter(engine, options);
     process.stdout.write(`Wrote ${options.out}: imported ${file.metadata.variant} adapter ${file.metadata.id}.\n`);

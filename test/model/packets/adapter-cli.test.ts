@@ -5,17 +5,25 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { packageRoot } from '../../../common/paths.js';
+import { InferenceEngine } from '../../../inference/engine.js';
 import { encodeSafetensors, decodeSafetensors } from '../../../packets/safetensors.js';
 import { testModelDir } from '../../helpers/models.js';
 
 const run = promisify(execFile);
 
-async function kvpack(args: string[]): Promise<{ stdout: string; stderr: string }> {
+async function kvpack(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ stdout: string; stderr: string }> {
   return run(process.execPath, ['--import', 'tsx', path.join(packageRoot, 'cli', 'main.ts'), ...args], {
     cwd: packageRoot,
-    env: process.env,
+    env,
     maxBuffer: 16 * 1024 * 1024,
   });
+}
+
+/** Writes a one-vector conditioned adapter recorded for a model whose fingerprint is all `f`. */
+function writeForeignAdapter(file: string): void {
+  const header = { shape: [1, 64], data: new Float32Array(64) };
+  const metadata = { format: 'kvpack-adapter', format_version: '1', id: 'foreign', variant: 'conditioned', model_fingerprint: 'f'.repeat(64), hidden_size: '64', training_data: '', created_at: '' };
+  writeFileSync(file, encodeSafetensors(new Map([['header', header]]), metadata));
 }
 
 describe('kvpack adapter commands', () => {
@@ -66,9 +74,7 @@ describe('kvpack adapter commands', () => {
 
   it('eval rejects an adapter of another model', async () => {
     const out = path.join(dir, 'foreign.safetensors');
-    const header = { shape: [1, 64], data: new Float32Array(64) };
-    const metadata = { format: 'kvpack-adapter', format_version: '1', id: 'foreign', variant: 'conditioned', model_fingerprint: 'f'.repeat(64), hidden_size: '64', training_data: '', created_at: '' };
-    writeFileSync(out, encodeSafetensors(new Map([['header', header]]), metadata));
+    writeForeignAdapter(out);
     const failure = await kvpack(['adapter', 'eval', '--model', testModelDir('stories260K'), '--adapter', out]).then(
       () => undefined,
       (error: { stderr: string; code: number }) => error,
@@ -76,5 +82,24 @@ describe('kvpack adapter commands', () => {
     expect(failure?.code).toBe(1);
     expect(failure?.stderr).toContain('was trained for model ffff');
     expect(failure?.stderr).toContain('[ADAPTER_MISMATCH]');
+  });
+
+  it('eval takes the model from KVPACK_MODEL', async () => {
+    const { stdout } = await kvpack(['adapter', 'eval', '--help']);
+    expect(stdout).toContain('(default: $KVPACK_MODEL, else stories260K');
+
+    const model = testModelDir('stories260K');
+    const engine = await InferenceEngine.load(model);
+    const fingerprint = engine.modelFingerprint;
+    await engine.release();
+    const out = path.join(dir, 'foreign-default-model.safetensors');
+    writeForeignAdapter(out);
+    // Without --model the command loads the model that KVPACK_MODEL names, which the mismatch message reports.
+    const failure = await kvpack(['adapter', 'eval', '--adapter', out], { ...process.env, KVPACK_MODEL: model }).then(
+      () => undefined,
+      (error: { stderr: string; code: number }) => error,
+    );
+    expect(failure?.code).toBe(1);
+    expect(failure?.stderr).toContain(`but the loaded model is ${fingerprint}`);
   });
 });
