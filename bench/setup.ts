@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -6,9 +7,14 @@ import { cacheDir, findSharedDir } from '../common/paths.js';
 import { importLlama2c, initRandomModel } from '../inference/model-builders.js';
 import { architecturePresets } from '../inference/presets.js';
 
-/** Model folders the benchmarks use, built once into the cache folder. */
-export async function benchModelDir(name: 'stories260K' | 'llama-100m' | 'qwen2-small'): Promise<string> {
-  const dir = path.join(cacheDir(), 'bench-models', name);
+export type BenchModel = 'stories260K' | 'llama-100m' | 'llama-350m' | 'qwen2-small';
+
+/**
+ * The model folder of a benchmark model, built on first use into the cache folder. Random-weight
+ * folders are named after their preset's shape, so a changed preset builds a new folder.
+ */
+export async function benchModelDir(name: BenchModel): Promise<string> {
+  const dir = path.join(cacheDir(), 'bench-models', name === 'stories260K' ? name : `${name}-${shapeDigest(name)}`);
   if (existsSync(path.join(dir, 'onnx', 'model.onnx'))) {
     return dir;
   }
@@ -23,6 +29,10 @@ export async function benchModelDir(name: 'stories260K' | 'llama-100m' | 'qwen2-
     await initRandomModel(architecturePresets[name], 0, dir);
   }
   return dir;
+}
+
+function shapeDigest(name: string): string {
+  return createHash('sha256').update(JSON.stringify(architecturePresets[name])).digest('hex').slice(0, 8);
 }
 
 /** One line describing the machine, printed above every benchmark table. */

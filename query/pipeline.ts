@@ -54,6 +54,11 @@ export interface QueryPipelineOptions {
 
 export const DEFAULT_INSTRUCTION = 'Use the passages below to answer the question.\n';
 
+/** The text after the passages: the question and the cue the answer follows. */
+export function questionPrompt(question: string): string {
+  return `\nQuestion: ${question}\nAnswer:`;
+}
+
 /**
  * Relevance below which a chunk goes in as its summary packet. With the default hashed embedder,
  * over the first 30 HotpotQA dev questions and their 300 paragraphs, 9 of 10 retrieved supporting
@@ -209,7 +214,7 @@ export class QueryPipeline {
 
   /** Encodes the question with its cue; rejects one that leaves no room for an answer. */
   private encodeQuestion(settings: ResolvedRequest): Int32Array {
-    const tokens = this.options.engine.tokenizer.encode(`\nQuestion: ${settings.question}\nAnswer:`);
+    const tokens = this.options.engine.tokenizer.encode(questionPrompt(settings.question));
     const window = this.options.engine.arch.maxPositionEmbeddings;
     const room = window - this.preamble.length - settings.maxTokens;
     if (tokens.length > room) {

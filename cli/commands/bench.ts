@@ -1,4 +1,8 @@
 import { readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { runSuite, suiteModels, type SuiteModel } from '../../bench/suite/run.js';
+import { packageRoot } from '../../common/paths.js';
 import { InvalidArgumentError, type Command } from 'commander';
 import { KvpackError } from '../../common/errors.js';
 import { InferenceEngine } from '../../inference/engine.js';
@@ -27,8 +31,32 @@ interface BenchCommandOptions {
 }
 
 export function registerBenchCommand(program: Command): void {
-  program
+  const bench = program
     .command('bench')
+    .description(
+      'Run the benchmark suite: time to first token against context length for every strategy, beside the lower bound ' +
+        'and transformers.js; prefill work avoided; fidelity; packet bytes and load throughput; ingest throughput. ' +
+        'Writes report.md, results.json and ttft-vs-context.svg. `kvpack bench store` compares the strategies on a store instead.',
+    )
+    .option('--quick', 'fewer points and repetitions: a smoke run of a few minutes', false)
+    .option('--out <dir>', 'folder for the report (default: bench/results in the kvpack folder; a temporary folder with --quick)')
+    .option('--models <list>', `comma-separated models on the time-to-first-token curve among ${suiteModels.join(', ')}`, parseSuiteModels)
+    .option('--repetitions <n>', 'measured repetitions per strategy and context size', integerOption(1))
+    .action(async (options: SuiteCommandOptions) => {
+      const outDir = path.resolve(options.out ?? (options.quick ? path.join(tmpdir(), 'kvpack-bench-quick') : path.join(packageRoot, 'bench', 'results')));
+      const output = await runSuite({
+        quick: options.quick,
+        outDir,
+        models: options.models,
+        repetitions: options.repetitions,
+        command: ['kvpack', ...process.argv.slice(2)].join(' '),
+        log: (line) => process.stderr.write(`${line}\n`),
+      });
+      process.stdout.write(`Report: ${output.reportFile}\nPlot: ${output.plotFile}\nData: ${output.jsonFile}\n`);
+    });
+
+  bench
+    .command('store')
     .description(
       'Compare the reuse strategies on a store: for each question every strategy builds the context from the same retrieved ' +
         'chunks; prints prefill time, time to first token, tokens computed and agreement with full prefill.',
@@ -48,6 +76,26 @@ export function registerBenchCommand(program: Command): void {
       const rows = await runBench(options);
       process.stdout.write(options.json ? `${JSON.stringify(rows, null, 2)}\n` : formatComparison(rows));
     });
+}
+
+interface SuiteCommandOptions {
+  quick: boolean;
+  out?: string;
+  models?: SuiteModel[];
+  repetitions?: number;
+}
+
+function parseSuiteModels(value: string): SuiteModel[] {
+  const names = value.split(',').map((name) => name.trim()).filter(Boolean);
+  for (const name of names) {
+    if (!(suiteModels as readonly string[]).includes(name)) {
+      throw new InvalidArgumentError(`unknown model ${JSON.stringify(name)}; expected a comma-separated list of ${suiteModels.join(', ')}.`);
+    }
+  }
+  if (names.length === 0) {
+    throw new InvalidArgumentError('expected at least one model.');
+  }
+  return names as SuiteModel[];
 }
 
 async function runBench(options: BenchCommandOptions): Promise<StrategyComparison[]> {

@@ -90,4 +90,10 @@ describe('llama2.c conversion', () => {
     expect(count).toBeGreaterThan(90e6);
     expect(count).toBeLessThan(110e6);
   });
+
+  it('the 350M preset has about 350M parameters', () => {
+    const count = parameterCount(architecturePresets['llama-350m']);
+    expect(count).toBeGreaterThan(300e6);
+    expect(count).toBeLessThan(380e6);
+  });
 });
