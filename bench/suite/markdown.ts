@@ -9,7 +9,7 @@ export interface ReportHeader {
   preface: string[];
 }
 
-/** The report as Markdown: header lines, then each section's intro, tables and notes. */
+/** Renders the report as Markdown: header lines, then each section's intro, tables and notes. */
 export function renderReport(header: ReportHeader, sections: readonly ReportSection[]): string {
   const lines = [`# ${header.title}`, '', `Machine: ${header.machine}.`, '', `Command: \`${header.command}\`, run ${header.date}.`, ''];
   for (const paragraph of header.preface) lines.push(paragraph, '');

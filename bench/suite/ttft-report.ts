@@ -5,7 +5,7 @@ import { ttftCases, type PointResult, type TtftCase, type TtftModelResult } from
 
 const strategyColumns: Strategy[] = ['full', 'prefix', 'naive', 'epic', 'packet'];
 
-/** The time-to-first-token, prefill-work and overhead sections of the report. */
+/** Builds the report's sections on time to first token, prefill work and kvpack's overhead. */
 export function ttftSections(results: readonly TtftModelResult[], repetitions: string): ReportSection[] {
   return [timeSection(results, repetitions), workSection(results), overheadSection(results)];
 }

@@ -24,7 +24,7 @@ export interface ContextPoint {
   chunkTokens: number;
 }
 
-/** What to measure on one model. */
+/** The measurement plan for one model: its context sizes, repetitions and peer limit. */
 export interface TtftModelPlan {
   /** Short model name for tables, e.g. `llama-100m`. */
   name: string;
