@@ -1,5 +1,6 @@
 import * as ort from 'onnxruntime-node';
 import { KvpackError } from '../common/errors.js';
+import { concatFloat32 } from '../common/typed-arrays.js';
 import type { DecoderArchitecture } from './architecture.js';
 import { modelFingerprint } from './fingerprint.js';
 import { KvCache, type KvLayout } from './kv-cache.js';
@@ -323,15 +324,6 @@ function selectLogits(tensor: ort.Tensor, selection: LogitsSelection, vocabSize:
   return data;
 }
 
-function concatFloat32(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
 
 function toInt64(values: ArrayLike<number>): BigInt64Array {
   const out = new BigInt64Array(values.length);

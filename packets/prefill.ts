@@ -1,4 +1,5 @@
 import { KvpackError } from '../common/errors.js';
+import { concatFloat32 } from '../common/typed-arrays.js';
 import type { InferenceEngine } from '../inference/engine.js';
 import type { KvCache } from '../inference/kv-cache.js';
 import type { AdapterVectors } from './adapter-vectors.js';
@@ -71,14 +72,4 @@ function checkAdapterWidth(engine: InferenceEngine, adapter: AdapterVectors): vo
 
 export function sequence(length: number, start = 0): number[] {
   return Array.from({ length }, (_, i) => start + i);
-}
-
-function concatFloat32(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
 }

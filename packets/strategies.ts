@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { KvpackError } from '../common/errors.js';
+import { concatInt32 } from '../common/typed-arrays.js';
 import type { InferenceEngine } from '../inference/engine.js';
 import type { DecodeStart } from '../inference/generate.js';
 import { KvCache } from '../inference/kv-cache.js';
@@ -137,7 +138,7 @@ async function prefillWithoutPackets(
   tally: Tally,
   timings: ContextTimings,
 ): Promise<{ start: DecodeStart; chunkOffsets: number[]; adapterId: string }> {
-  const tokens = concatTokens([plan.preamble, ...plan.chunks.map((chunk) => chunk.tokens), plan.question]);
+  const tokens = concatInt32([plan.preamble, ...plan.chunks.map((chunk) => chunk.tokens), plan.question]);
   const began = performance.now();
   // At least the last token is computed, because decoding needs its logits.
   const match = options.strategy === 'prefix' ? options.prefixCache?.lookup(tokens, tokens.length - 1) : undefined;
@@ -291,14 +292,4 @@ function validatePlan(engine: InferenceEngine, plan: ContextPlan, options: Conte
       { length, maxPositions: engine.arch.maxPositionEmbeddings },
     );
   }
-}
-
-function concatTokens(parts: Int32Array[]): Int32Array {
-  const out = new Int32Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
 }

@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { packageRoot } from '../../common/paths.js';
+import { concatInt32 } from '../../common/typed-arrays.js';
 import { parameterCount } from '../../inference/architecture.js';
 import { InferenceEngine } from '../../inference/engine.js';
 import type { KvCache } from '../../inference/kv-cache.js';
@@ -187,7 +188,7 @@ async function runRound(context: RunContext, setup: QuerySetup, peerMaxContext: 
     if (name === 'question only') {
       result.ms[name] = await timeQuestionOnly(context, setup, assembled);
     } else if (name === 'transformers.js') {
-      const tokens = concatTokens([context.preamble, ...setup.chunkTokens, setup.question]);
+      const tokens = concatInt32([context.preamble, ...setup.chunkTokens, setup.question]);
       result.ms[name] = (await context.peer!.firstToken(tokens)).ms;
     } else {
       const run = await timeStrategy(context, setup, name, preambleOnlyCache(context));
@@ -342,15 +343,6 @@ function sampleText(): string {
   return files.map((file) => readFileSync(file, 'utf8')).join('\n\n');
 }
 
-function concatTokens(parts: readonly Int32Array[]): Int32Array {
-  const out = new Int32Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
 
 function argmax(values: Float32Array): number {
   let best = 0;
