@@ -82,13 +82,13 @@ function curve(name: SuiteModel, quick: boolean): Omit<TtftModelPlan, 'name' | '
   }
   const wide = [2, 4, 8, 16].map((chunks) => ({ chunks, chunkTokens: 256 }));
   if (quick) {
-    return { points: wide.slice(0, 2), repetitions: 1, peerMaxContext: 1024 };
+    return { points: wide.slice(0, 2), repetitions: 1, peerMaxContext: 1200 };
   }
   if (name === 'llama-100m') {
     // NOTE: transformers.js prefills the whole prompt in one call: at 8,192 tokens on this shape it took 8.5 GiB and 76 s.
-    return { points: [...wide, { chunks: 16, chunkTokens: 512 }], repetitions: 3, peerMaxContext: 4096 };
+    return { points: [...wide, { chunks: 16, chunkTokens: 512 }], repetitions: 3, peerMaxContext: 4500 };
   }
-  return { points: wide, repetitions: 3, peerMaxContext: 2048 };
+  return { points: wide, repetitions: 3, peerMaxContext: 2500 };
 }
 
 function repetitionText(plans: readonly TtftModelPlan[]): string {

@@ -28,6 +28,9 @@ function timeSection(results: readonly TtftModelResult[], repetitions: string): 
     tables: results.map(timeTable),
     notes: [
       '`full ÷ packet` is how many times sooner the first token comes with packets than with a full prefill.',
+      `transformers.js prefills the whole prompt in one onnxruntime call, whose attention scores grow with the square of ` +
+        `the context, so it runs only up to ${results.map((result) => `${result.peerMaxContext} tokens on ${result.name}`).join(', ')}; ` +
+        '"—" marks the sizes beyond.',
     ],
   };
 }

@@ -59,6 +59,8 @@ export interface TtftModelResult {
   maxPositions: number;
   adapterNote: string;
   epicTokens: number;
+  /** Largest context the transformers.js peer ran on; 0 when it did not run. */
+  peerMaxContext: number;
   packetBuild: { packets: number; tokens: number; ms: number };
   points: PointResult[];
 }
@@ -105,6 +107,7 @@ export async function measureTtft(plan: TtftModelPlan, options: SuitePartOptions
       maxPositions: engine.arch.maxPositionEmbeddings,
       adapterNote: note,
       epicTokens: options.epicTokens,
+      peerMaxContext: plan.peerMaxContext,
       packetBuild,
       points,
     };

@@ -38,12 +38,15 @@ export function registerBenchCommand(program: Command): void {
         'and transformers.js; prefill work avoided; fidelity; packet bytes and load throughput; ingest throughput. ' +
         'Writes report.md, results.json and ttft-vs-context.svg. `kvpack bench store` compares the strategies on a store instead.',
     )
-    .option('--quick', 'fewer points and repetitions: a smoke run of a few minutes', false)
-    .option('--out <dir>', 'folder for the report (default: bench/results in the kvpack folder; a temporary folder with --quick)')
-    .option('--models <list>', `comma-separated models on the time-to-first-token curve among ${suiteModels.join(', ')}`, parseSuiteModels)
-    .option('--repetitions <n>', 'measured repetitions per strategy and context size', integerOption(1))
+    .option('--quick', 'fewer points and repetitions: a smoke run of under a minute on 2 cores, plus the model build on first use', false)
+    .option(
+      '--out <dir>',
+      'folder for the report (default: bench/results in the kvpack folder for a full run; a temporary folder with --quick, --models or --repetitions)',
+    )
+    .option('--models <list>', `comma-separated models on the time-to-first-token curve among ${suiteModels.join(', ')} (default: all)`, parseSuiteModels)
+    .option('--repetitions <n>', 'measured repetitions per strategy and context size (default: 3, 5 for stories260K, 1 or 2 with --quick)', integerOption(1))
     .action(async (options: SuiteCommandOptions) => {
-      const outDir = path.resolve(options.out ?? (options.quick ? path.join(tmpdir(), 'kvpack-bench-quick') : path.join(packageRoot, 'bench', 'results')));
+      const outDir = path.resolve(options.out ?? defaultOutDir(options));
       const output = await runSuite({
         quick: options.quick,
         outDir,
@@ -83,6 +86,13 @@ interface SuiteCommandOptions {
   out?: string;
   models?: SuiteModel[];
   repetitions?: number;
+}
+
+/** Only a run with the default models and repetitions replaces the report in bench/results. */
+function defaultOutDir(options: SuiteCommandOptions): string {
+  if (options.quick) return path.join(tmpdir(), 'kvpack-bench-quick');
+  if (options.models || options.repetitions) return path.join(tmpdir(), 'kvpack-bench');
+  return path.join(packageRoot, 'bench', 'results');
 }
 
 function parseSuiteModels(value: string): SuiteModel[] {
