@@ -4,9 +4,9 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { measureIngestRate } from '../../../bench/suite/ingest-rate.js';
 import type { ReportSection, ReportTable } from '../../../bench/suite/report-types.js';
-import { isKvpackError, type KvpackError } from '../../../common/errors.js';
 import { InferenceEngine } from '../../../inference/engine.js';
 import { testModelDir } from '../../helpers/models.js';
+import { rejection } from '../../helpers/errors.js';
 
 const PARAGRAPHS = 40;
 
@@ -22,16 +22,6 @@ function valueOf(table: ReportTable, label: string): string {
   const row = table.rows.find((cells) => cells[0] === label);
   expect(row, `no row "${label}"`).toBeDefined();
   return row![1];
-}
-
-async function rejection(promise: Promise<unknown>): Promise<KvpackError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (isKvpackError(error)) return error;
-    throw error;
-  }
-  throw new Error('expected a KvpackError, but the promise resolved');
 }
 
 describe('ingest throughput benchmark on stories260K', () => {

@@ -4,9 +4,9 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { measurePacketIo } from '../../../bench/suite/packet-io.js';
 import type { ReportSection, ReportTable } from '../../../bench/suite/report-types.js';
-import { isKvpackError, type KvpackError } from '../../../common/errors.js';
 import { InferenceEngine } from '../../../inference/engine.js';
 import { testModelDir } from '../../helpers/models.js';
+import { rejection } from '../../helpers/errors.js';
 
 const CHUNK_TOKENS = 64;
 const ELEMENT_BYTES = { float32: 4, float16: 2, int8: 1 } as const;
@@ -24,16 +24,6 @@ function rowOf(table: ReportTable, dtype: string): Record<string, string> {
   const row = table.rows.find((cells) => cells[0] === dtype);
   expect(row, `no row for ${dtype}`).toBeDefined();
   return Object.fromEntries(table.columns.map((column, index) => [column, row![index]]));
-}
-
-async function rejection(promise: Promise<unknown>): Promise<KvpackError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (isKvpackError(error)) return error;
-    throw error;
-  }
-  throw new Error('expected a KvpackError, but the promise resolved');
 }
 
 describe('packet load benchmark on stories260K', () => {

@@ -3,9 +3,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadTransformersPeer, type TransformersPeer } from '../../../bench/suite/peer.js';
-import { KvpackError, type ErrorCode } from '../../../common/errors.js';
 import { InferenceEngine } from '../../../inference/engine.js';
 import { testModelDir, type TestModel } from '../../helpers/models.js';
+import { expectKvpackError } from '../../helpers/errors.js';
 
 const STORY =
   'Once upon a time, there was a little girl named Lily. She loved to play outside in the park with her ' +
@@ -30,16 +30,6 @@ function argmax(values: Float32Array): number {
 function topTwoMargin(values: Float32Array): number {
   const sorted = Float32Array.from(values).sort().reverse();
   return sorted[0] - sorted[1];
-}
-
-async function expectKvpackError(promise: Promise<unknown>, code: ErrorCode, message: RegExp): Promise<void> {
-  const error = await promise.then(
-    () => undefined,
-    (caught: unknown) => caught,
-  );
-  expect(error).toBeInstanceOf(KvpackError);
-  expect((error as KvpackError).code).toBe(code);
-  expect((error as KvpackError).message).toMatch(message);
 }
 
 describe.each<TestModel>(['stories260K', 'qwen2-small'])('Transformers.js peer on %s', (name) => {

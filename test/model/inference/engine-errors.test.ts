@@ -2,12 +2,12 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } f
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KvpackError, type ErrorCode } from '../../../common/errors.js';
 import { InferenceEngine } from '../../../inference/engine.js';
 import { generateFromPrompt } from '../../../inference/generate.js';
 import { GraphBuilder } from '../../../inference/onnx/graph-builder.js';
 import { decodeModel, encodeModel } from '../../../inference/onnx/proto.js';
 import { testModelDir } from '../../helpers/models.js';
+import { expectKvpackError } from '../../helpers/errors.js';
 
 let scratch: string;
 let tiny: InferenceEngine;
@@ -20,16 +20,6 @@ afterAll(async () => {
   await tiny.release();
   rmSync(scratch, { recursive: true, force: true });
 });
-
-async function expectKvpackError(promise: Promise<unknown>, code: ErrorCode, message: RegExp): Promise<void> {
-  const error = await promise.then(
-    () => undefined,
-    (caught: unknown) => caught,
-  );
-  expect(error).toBeInstanceOf(KvpackError);
-  expect((error as KvpackError).code).toBe(code);
-  expect((error as KvpackError).message).toMatch(message);
-}
 
 /** Copies the tiny model folder and lets the test edit its config.json. */
 function copyWithConfig(name: string, edit: (config: Record<string, unknown>) => void): string {

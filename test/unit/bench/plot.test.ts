@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { renderTtftPlot, type TtftPanel, type TtftPlotInput } from '../../../bench/suite/plot.js';
-import { isKvpackError, type KvpackError } from '../../../common/errors.js';
+import { rejection } from '../../helpers/errors.js';
 
 const SERIES_NAMES = ['full', 'prefix', 'naive', 'epic', 'packet', 'question only (lower bound)', 'transformers.js (peer)'];
 
@@ -18,16 +18,6 @@ const twoModels: TtftPlotInput = {
   title: 'Time to first token against context length',
   panels: [panel('stories260K', [96, 160, 288, 480]), panel('llama-100m', [540, 1052, 2076])],
 };
-
-async function rejection(promise: Promise<unknown>): Promise<KvpackError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (isKvpackError(error)) return error;
-    throw error;
-  }
-  throw new Error('expected a KvpackError, but the promise resolved');
-}
 
 /** Returns the first unbalanced tag of an XML document, or undefined when every element closes in order. */
 function findUnbalancedTag(xml: string): string | undefined {

@@ -3,7 +3,6 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, w
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { isKvpackError, type KvpackError } from '../../../common/errors.js';
 import { encodePacket } from '../../../packets/codec.js';
 import type { ExpectedFingerprints, PacketKey } from '../../../packets/packet.js';
 import { FsPacketStore } from '../../../packets/store.js';
@@ -14,6 +13,7 @@ import {
   referencePacket,
   TOKENIZER_FINGERPRINT,
 } from './fixtures.js';
+import { rejection } from '../../helpers/errors.js';
 
 const naiveExpected: ExpectedFingerprints = {
   modelFingerprint: MODEL_FINGERPRINT,
@@ -23,16 +23,6 @@ const naiveExpected: ExpectedFingerprints = {
 const adapterExpected: ExpectedFingerprints = { ...naiveExpected, adapterFingerprint: ADAPTER_FINGERPRINT };
 
 const key = (chunkId: string, kind: 'full' | 'summary' = 'full', adapterId = 'none'): PacketKey => ({ chunkId, adapterId, kind });
-
-async function rejection(promise: Promise<unknown>): Promise<KvpackError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (isKvpackError(error)) return error;
-    throw error;
-  }
-  throw new Error('expected a KvpackError, but the promise resolved');
-}
 
 /** Returns the pid of a process that has already exited. */
 function exitedPid(): number {
