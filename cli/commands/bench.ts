@@ -43,7 +43,7 @@ export function registerBenchCommand(program: Command): void {
       '--out <dir>',
       'folder for the report (default: bench/results in the kvpack folder for a full run; a temporary folder with --quick, --models or --repetitions)',
     )
-    .option('--models <list>', `comma-separated models on the time-to-first-token curve among ${suiteModels.join(', ')} (default: all)`, parseSuiteModels)
+    .option('--models <list>', `comma-separated models on the time-to-first-token curve among ${suiteModels.join(', ')} (default: all)`, choiceList(suiteModels, 'model'))
     .option('--repetitions <n>', 'measured repetitions per strategy and context size (default: 3, 5 for stories260K, 1 or 2 with --quick)', integerOption(1))
     .action(async (options: SuiteCommandOptions) => {
       const outDir = path.resolve(options.out ?? defaultOutDir(options));
@@ -69,7 +69,7 @@ export function registerBenchCommand(program: Command): void {
     .option('--model <dir>', modelOptionHelp('model folder the store was built with'))
     .option('--adapter <file>', "adapter file for the packet strategy, or none (default: the model's shipped adapter when one beat naive concatenation)")
     .option('--limit <n>', 'questions to run at most', integerOption(1), 20)
-    .option('--strategies <list>', `comma-separated strategies among ${strategies.join(', ')} (default: all)`, parseStrategies)
+    .option('--strategies <list>', `comma-separated strategies among ${strategies.join(', ')} (default: all)`, choiceList(strategies, 'strategy'))
     .option('--top-k <n>', 'chunks retrieved per question', integerOption(1), 3)
     .option('--max-tokens <n>', 'greedy answer tokens compared with full prefill', integerOption(1), 16)
     .option('--epic-tokens <n>', 'tokens epic recomputes at the start of each chunk', integerOption(0), 4)
@@ -95,17 +95,20 @@ function defaultOutDir(options: SuiteCommandOptions): string {
   return path.join(packageRoot, 'bench', 'results');
 }
 
-function parseSuiteModels(value: string): SuiteModel[] {
-  const names = value.split(',').map((name) => name.trim()).filter(Boolean);
-  for (const name of names) {
-    if (!(suiteModels as readonly string[]).includes(name)) {
-      throw new InvalidArgumentError(`unknown model ${JSON.stringify(name)}; expected a comma-separated list of ${suiteModels.join(', ')}.`);
+/** Parses a comma-separated list whose items must all be among `choices`. */
+function choiceList<T extends string>(choices: readonly T[], noun: string): (value: string) => T[] {
+  return (value) => {
+    const names = value.split(',').map((name) => name.trim()).filter(Boolean);
+    for (const name of names) {
+      if (!(choices as readonly string[]).includes(name)) {
+        throw new InvalidArgumentError(`unknown ${noun} ${JSON.stringify(name)}; expected a comma-separated list of ${choices.join(', ')}.`);
+      }
     }
-  }
-  if (names.length === 0) {
-    throw new InvalidArgumentError('expected at least one model.');
-  }
-  return names as SuiteModel[];
+    if (names.length === 0) {
+      throw new InvalidArgumentError(`expected at least one ${noun}.`);
+    }
+    return names as T[];
+  };
 }
 
 async function runBench(options: BenchCommandOptions): Promise<StrategyComparison[]> {
@@ -178,17 +181,4 @@ export function formatComparison(rows: StrategyComparison[]): string {
     );
   }
   return `${lines.join('\n')}\n`;
-}
-
-function parseStrategies(value: string): Strategy[] {
-  const names = value.split(',').map((name) => name.trim()).filter(Boolean);
-  for (const name of names) {
-    if (!(strategies as readonly string[]).includes(name)) {
-      throw new InvalidArgumentError(`unknown strategy ${JSON.stringify(name)}; expected a comma-separated list of ${strategies.join(', ')}.`);
-    }
-  }
-  if (names.length === 0) {
-    throw new InvalidArgumentError('expected at least one strategy.');
-  }
-  return names as Strategy[];
 }
