@@ -4,6 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InferenceEngine } from '../../../inference/engine.js';
 import type { KvCache } from '../../../inference/kv-cache.js';
+import { klDivergence, logSoftmax } from '../../../inference/log-probs.js';
 import { createPacket, type ExpectedFingerprints, type PacketDtype } from '../../../packets/packet.js';
 import { FsPacketStore } from '../../../packets/store.js';
 import { testModelDir } from '../../helpers/models.js';
@@ -31,17 +32,11 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
 
 /** Mean over rows of KL(reference ‖ candidate) between the softmax distributions of two `[rows, vocab]` logit arrays. */
 function meanKl(reference: Float32Array, candidate: Float32Array, vocab: number): number {
-  const logSoftmax = (row: Float32Array) => {
-    const max = row.reduce((m, x) => Math.max(m, x), -Infinity);
-    const logSum = Math.log(row.reduce((sum, x) => sum + Math.exp(x - max), 0)) + max;
-    return Array.from(row, (x) => x - logSum);
-  };
   let total = 0;
   const rows = reference.length / vocab;
   for (let r = 0; r < rows; r++) {
-    const p = logSoftmax(reference.subarray(r * vocab, (r + 1) * vocab));
-    const q = logSoftmax(candidate.subarray(r * vocab, (r + 1) * vocab));
-    total += p.reduce((sum, logP, i) => sum + Math.exp(logP) * (logP - q[i]), 0);
+    const row = (logits: Float32Array) => logSoftmax(logits.subarray(r * vocab, (r + 1) * vocab));
+    total += klDivergence(row(reference), row(candidate));
   }
   return total / rows;
 }
