@@ -10,7 +10,7 @@ import { architecturePresets } from '../inference/presets.js';
 export type BenchModel = 'stories260K' | 'llama-100m' | 'llama-350m' | 'qwen2-small';
 
 /**
- * The model folder of a benchmark model, built on first use into the cache folder. Random-weight
+ * Returns the model folder of a benchmark model, built on first use into the cache folder. Random-weight
  * folders are named after their preset's shape, so a changed preset builds a new folder.
  */
 export async function benchModelDir(name: BenchModel): Promise<string> {

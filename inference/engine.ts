@@ -14,7 +14,7 @@ export interface EngineOptions {
   /** Threads for one operator (onnxruntime `intraOpNumThreads`); 0 lets onnxruntime choose. Default 0. */
   threads?: number;
   /**
-   * Longest run of new entries one onnxruntime call computes. Longer inputs are prefilled in steps
+   * Maximum number of new entries one onnxruntime call computes. Longer inputs are prefilled in steps
    * of this many entries, each attending to the cache of the steps before, so attention scores stay
    * `[heads, step, past + step]` instead of `[heads, seq, seq]`. Default 1024.
    */
@@ -163,7 +163,8 @@ export class InferenceEngine {
         embeddings: request.embeddings?.subarray(start * hidden, end * hidden),
         positions: Array.prototype.slice.call(positions, start, end),
       };
-      const stepSelection = selection === 'all' ? 'all' : end === seqLength ? selection : 'none';
+      // Only the last step's logits matter unless every position's logits were requested.
+      const stepSelection = selection === 'all' || end === seqLength ? selection : 'none';
       result = await this.runStep(step, past, end - start, stepSelection);
       if (selection === 'all') logits.push(result.logits);
       past = result.present;
@@ -171,7 +172,7 @@ export class InferenceEngine {
     return { logits: selection === 'all' ? concatFloat32(logits) : result!.logits, present: past };
   }
 
-  /** One onnxruntime call over validated inputs. */
+  /** Runs one onnxruntime call over validated inputs. */
   private async runStep(request: ForwardRequest, past: KvCache, seqLength: number, selection: LogitsSelection): Promise<ForwardResult> {
     const session = this.requireSession();
     const positions = request.positions!;

@@ -54,7 +54,7 @@ export interface QueryPipelineOptions {
 
 export const DEFAULT_INSTRUCTION = 'Use the passages below to answer the question.\n';
 
-/** The text after the passages: the question and the cue the answer follows. */
+/** Formats the text after the passages: the question, then the cue the answer follows. */
 export function questionPrompt(question: string): string {
   return `\nQuestion: ${question}\nAnswer:`;
 }

@@ -46,14 +46,14 @@ export function runsFlops(arch: DecoderArchitecture, runs: readonly ComputedRun[
 }
 
 /**
- * The entries each case computes at query time. `prefix` and the packet strategies reuse the
- * preamble; `epic` recomputes the first `epicTokens` of every chunk; the lower bound computes only
- * the question. Packet prefill at ingestion is paid once per chunk and is not counted.
+ * Lists the entries each case computes at query time. `prefix` and the packet strategies reuse the
+ * preamble, `epic` recomputes the first `epicTokens` of every chunk, and the lower bound computes
+ * only the question. Packet prefill at ingestion is paid once per chunk and is not counted.
  */
-export function computedRuns(shape: ContextShape, which: FlopsCase, epicTokens: number): ComputedRun[] {
+export function computedRuns(shape: ContextShape, flopsCase: FlopsCase, epicTokens: number): ComputedRun[] {
   const total = shape.preambleTokens + shape.chunkTokens.reduce((sum, length) => sum + length, 0) + shape.questionTokens;
   const question = { start: total - shape.questionTokens, count: shape.questionTokens };
-  switch (which) {
+  switch (flopsCase) {
     case 'full':
       return [{ start: 0, count: total }];
     case 'prefix':
@@ -75,6 +75,6 @@ export function computedRuns(shape: ContextShape, which: FlopsCase, epicTokens: 
 }
 
 /** Prefill FLOPs of one query's context under each case. */
-export function prefillFlops(arch: DecoderArchitecture, shape: ContextShape, which: FlopsCase, epicTokens: number): number {
-  return runsFlops(arch, computedRuns(shape, which, epicTokens));
+export function prefillFlops(arch: DecoderArchitecture, shape: ContextShape, flopsCase: FlopsCase, epicTokens: number): number {
+  return runsFlops(arch, computedRuns(shape, flopsCase, epicTokens));
 }

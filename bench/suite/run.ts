@@ -114,7 +114,7 @@ async function storiesSections(part: SuitePartOptions, hotpotqaMissing: string |
   }
 }
 
-/** Why the parts that read HotpotQA text cannot run, or undefined when they can. */
+/** Explains why the parts that read HotpotQA text cannot run, or returns undefined when they can. */
 function hotpotqaMissing(): string | undefined {
   const shared = findSharedDir();
   if (shared && existsSync(hotpotqaFile(shared))) {

@@ -105,7 +105,7 @@ function overheadSection(results: readonly TtftModelResult[]): ReportSection {
   };
 }
 
-/** The points of each case for the plot: median ms against context tokens. */
+/** Collects each case's points for the plot: median ms against context tokens. */
 export function plotPanels(results: readonly TtftModelResult[]) {
   return results.map((result) => ({
     model: result.name,

@@ -49,7 +49,7 @@ export interface PointResult {
   /** Tokens run through the model per strategy. */
   computedTokens: Partial<Record<Strategy, number>>;
   flops: Record<FlopsCase, number>;
-  /** Where `packet`'s time went: reading packets from the store, splicing, prefilling the question. */
+  /** Breakdown of `packet`'s time: reading packets from the store, splicing, prefilling the question. */
   packetParts: { loadMs: TimingSummary; spliceMs: TimingSummary; questionMs: TimingSummary };
 }
 
@@ -75,10 +75,10 @@ const questions = [
 const warmUpQuestion = 'What is this about?';
 
 /**
- * Time to first token against context length: for each point, every strategy answers new
- * questions over the same chunks, whose packets sit in a real packet store on disk (read, checked
- * and decoded on every query: its memory cache is off). Beside them, the lower bound (the question
- * prefilled over a cache already assembled in memory) and transformers.js over the full prompt.
+ * Measures time to first token against context length. At each point every strategy answers new
+ * questions over the same chunks. Their packets are in a real packet store on disk whose memory
+ * cache is off, so every query reads, checks and decodes them. The lower bound (the question
+ * prefilled over a cache already assembled in memory) and transformers.js run beside them.
  */
 export async function measureTtft(plan: TtftModelPlan, options: SuitePartOptions & { epicTokens: number }): Promise<TtftModelResult> {
   const engine = await InferenceEngine.load(plan.modelDir);
@@ -203,7 +203,7 @@ async function runRound(context: RunContext, setup: QuerySetup, peerMaxContext: 
   return result;
 }
 
-/** A strategy from the question to the first token: packets read from the store, context prefilled, first token picked. */
+/** Times one strategy from the question to the first token: packets read from the store, context prefilled, first token picked. */
 async function timeStrategy(
   context: RunContext,
   setup: QuerySetup,
@@ -242,7 +242,7 @@ async function loadChunks(context: RunContext, setup: QuerySetup, adapter: Adapt
   );
 }
 
-/** The lower bound: the question prefilled over preamble and chunk entries already in memory. */
+/** Times the lower bound: the question prefilled over preamble and chunk entries already in memory. */
 async function timeQuestionOnly(context: RunContext, setup: QuerySetup, assembled: KvCache): Promise<number> {
   const began = performance.now();
   const result = await context.engine.forward({ tokens: setup.question, past: assembled, logits: 'last' });
@@ -320,7 +320,7 @@ async function buildPackets(engine: InferenceEngine, store: FsPacketStore, chunk
 }
 
 /**
- * The adapter `packet` splices: the model's shipped adapter when it has one, otherwise 8
+ * Picks the adapter `packet` splices: the model's shipped adapter when it has one, otherwise 8
  * conditioned header vectors set to the BOS embedding (an untrained adapter of the shipped shape,
  * which costs the same at query time as a trained one).
  */
@@ -339,7 +339,7 @@ async function packetAdapter(engine: InferenceEngine): Promise<{ adapter: Adapte
   };
 }
 
-/** The project's README and docs: real English text, present wherever kvpack is installed. */
+/** Reads the project's README and docs: real English text, present wherever kvpack is installed. */
 function sampleText(): string {
   const docs = path.join(packageRoot, 'docs');
   const files = [path.join(packageRoot, 'README.md'), ...readdirSync(docs).filter((name) => name.endsWith('.md')).sort().map((name) => path.join(docs, name))];

@@ -36,9 +36,10 @@ describe('prefill FLOPs', () => {
     expect(computedRuns({ ...shape, chunkTokens: [2] }, 'epic', 4)[0]).toEqual({ start: 10, count: 2 });
   });
 
-  it('orders the strategies by work: full > prefix > epic > packet = question only', () => {
+  it('orders strategies by prefill work', () => {
+    // full > prefix > epic > packet = question only.
     const shape = { preambleTokens: 12, chunkTokens: Array(16).fill(512), questionTokens: 20 };
-    const flops = (which: Parameters<typeof prefillFlops>[2]) => prefillFlops(arch, shape, which, 4);
+    const flops = (flopsCase: Parameters<typeof prefillFlops>[2]) => prefillFlops(arch, shape, flopsCase, 4);
     expect(flops('full')).toBeGreaterThan(flops('prefix'));
     expect(flops('prefix')).toBeGreaterThan(flops('epic'));
     expect(flops('epic')).toBeGreaterThan(flops('packet'));

@@ -9,7 +9,7 @@ interface PackageJson {
   devDependencies: Record<string, string>;
 }
 
-/** The source files `npm run build` compiles into dist/, which installed users run. */
+/** Lists the source files `npm run build` compiles into dist/, which installed users run. */
 function shippedSourceFiles(): string[] {
   const config = JSON.parse(readFileSync(path.join(packageRoot, 'tsconfig.build.json'), 'utf8')) as { include: string[] };
   const files: string[] = [];
@@ -24,7 +24,7 @@ function shippedSourceFiles(): string[] {
   return files;
 }
 
-/** The package name of each bare import specifier (`pkg`, `pkg/sub`, `@scope/pkg/sub`). */
+/** Returns the package name of each bare import specifier (`pkg`, `pkg/sub`, `@scope/pkg/sub`). */
 function importedPackages(source: string): string[] {
   const specifiers = [...source.matchAll(/(?:\bfrom\s+|\bimport\s+|\bimport\s*\(\s*)'([^'.][^']*)'/g)].map((match) => match[1]);
   return specifiers
