@@ -4,18 +4,21 @@ import path from 'node:path';
 import { KvpackError } from '../common/errors.js';
 import { writeFileAtomic } from '../common/fs-atomic.js';
 import { packageRoot } from '../common/paths.js';
+import type { InferenceEngine } from '../inference/engine.js';
+import type { KvCache, KvLayout } from '../inference/kv-cache.js';
+import { headerKvTensors, readHeaderKv } from './adapter-header-kv.js';
 import type { AdapterVariant, AdapterVectors } from './adapter-vectors.js';
 import { decodeSafetensors, encodeSafetensors, type Float32Tensor } from './safetensors.js';
 
 /**
- * Adapter files: the header and trailer vectors of an adapter as a safetensors file, with what
- * they were trained for and how well they did in `__metadata__`. `docs/adapters.md` documents the
- * layout.
+ * Adapter files: the learned parameters of an adapter as a safetensors file (header and trailer
+ * vectors, or the header cache of a conditioned-kv adapter), with what they were trained for and
+ * how well they did in `__metadata__`. `docs/adapters.md` documents the layout.
  */
 
 export const ADAPTER_FORMAT = 'kvpack-adapter';
 export const ADAPTER_FORMAT_VERSION = 1;
-const variants: readonly AdapterVariant[] = ['reference', 'conditioned'];
+const variants: readonly AdapterVariant[] = ['reference', 'conditioned', 'conditioned-kv'];
 
 /** Fidelity numbers recorded in an adapter file, as `FidelityReport` computes them. */
 export interface RecordedFidelity {
@@ -88,10 +91,29 @@ export interface AdapterFile {
 export function adapterFingerprint(variant: AdapterVariant, header: Float32Array, trailer: Float32Array): string {
   const hash = createHash('sha256');
   hash.update(`${variant}\0`);
-  hash.update(new Uint8Array(header.buffer, header.byteOffset, header.byteLength));
+  hash.update(bytesOf(header));
   hash.update('\0');
-  hash.update(new Uint8Array(trailer.buffer, trailer.byteOffset, trailer.byteLength));
+  hash.update(bytesOf(trailer));
   return hash.digest('hex');
+}
+
+/**
+ * sha256 over the variant `conditioned-kv`, the header cache's shape `layers,kv_heads,P,head_dim`
+ * and each layer's key bytes then value bytes, as packets record it.
+ */
+export function kvAdapterFingerprint(headerKv: KvCache): string {
+  const { numLayers, numKvHeads, headDim } = headerKv.layout;
+  const hash = createHash('sha256');
+  hash.update(`conditioned-kv\0${numLayers},${numKvHeads},${headerKv.length},${headDim}\0`);
+  for (let layer = 0; layer < numLayers; layer++) {
+    hash.update(bytesOf(headerKv.keys[layer]));
+    hash.update(bytesOf(headerKv.values[layer]));
+  }
+  return hash.digest('hex');
+}
+
+function bytesOf(array: Float32Array): Uint8Array {
+  return new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
 }
 
 /** Turns a file name into an adapter id: lowercase letters, digits, '-' and '_'. */
@@ -101,8 +123,14 @@ export function adapterIdFromFile(file: string): string {
   return id.length > 0 ? id : 'adapter';
 }
 
-/** Builds the runtime adapter from its vectors. */
+/** Builds a reference or conditioned adapter from its vectors. */
 export function makeAdapterVectors(id: string, variant: AdapterVariant, header: Float32Array, trailer: Float32Array, hiddenSize: number): AdapterVectors {
+  if (variant === 'conditioned-kv') {
+    throw new KvpackError(
+      'INVALID_ARGUMENT',
+      `Adapter ${id}: a conditioned-kv adapter has a header cache instead of vectors; build it with makeKvAdapterVectors.`,
+    );
+  }
   return {
     id,
     fingerprint: adapterFingerprint(variant, header, trailer),
@@ -114,13 +142,39 @@ export function makeAdapterVectors(id: string, variant: AdapterVariant, header: 
   };
 }
 
-/** Writes an adapter file atomically. */
+/**
+ * Builds a conditioned-kv adapter from its header cache: per layer `[1, kv_heads, P, head_dim]`
+ * keys (rotated for positions 0..P-1) and values, with P >= 1.
+ */
+export function makeKvAdapterVectors(id: string, headerKv: KvCache): AdapterVectors {
+  if (headerKv.length < 1) {
+    throw new KvpackError('INVALID_ARGUMENT', `Adapter ${id}: a conditioned-kv header cache needs at least one entry per layer, got ${headerKv.length}.`);
+  }
+  return {
+    id,
+    fingerprint: kvAdapterFingerprint(headerKv),
+    variant: 'conditioned-kv',
+    header: new Float32Array(0),
+    headerLength: headerKv.length,
+    trailer: new Float32Array(0),
+    trailerLength: 0,
+    headerKv,
+  };
+}
+
+/**
+ * Writes an adapter file atomically: tensors `header` and `trailer` `[count, hidden]`, or for
+ * conditioned-kv `header_keys` and `header_values` `[layers, kv_heads, P, head_dim]`.
+ */
 export function writeAdapterFile(file: string, vectors: AdapterVectors, metadata: AdapterMetadata): void {
   const hidden = metadata.hiddenSize;
-  const tensors = new Map<string, Float32Tensor>([
-    ['header', { shape: [vectors.headerLength, hidden], data: vectors.header }],
-    ['trailer', { shape: [vectors.trailerLength, hidden], data: vectors.trailer }],
-  ]);
+  if (metadata.variant !== vectors.variant) {
+    throw new KvpackError(
+      'INVALID_ARGUMENT',
+      `Cannot write ${file}: the metadata names variant ${metadata.variant} but adapter ${vectors.id} is ${vectors.variant}; record the adapter's own variant.`,
+    );
+  }
+  const tensors = vectors.variant === 'conditioned-kv' ? headerKvTensors(requireHeaderKv(vectors)) : vectorTensors(vectors, hidden);
   const strings: Record<string, string> = {
     format: ADAPTER_FORMAT,
     format_version: String(metadata.formatVersion),
@@ -138,15 +192,41 @@ export function writeAdapterFile(file: string, vectors: AdapterVectors, metadata
   writeFileAtomic(file, encodeSafetensors(tensors, strings));
 }
 
+function vectorTensors(vectors: AdapterVectors, hidden: number): Map<string, Float32Tensor> {
+  return new Map<string, Float32Tensor>([
+    ['header', { shape: [vectors.headerLength, hidden], data: vectors.header }],
+    ['trailer', { shape: [vectors.trailerLength, hidden], data: vectors.trailer }],
+  ]);
+}
+
+function requireHeaderKv(vectors: AdapterVectors): KvCache {
+  if (!vectors.headerKv) {
+    throw new KvpackError(
+      'INVALID_ARGUMENT',
+      `Adapter ${vectors.id} is conditioned-kv but has no header cache; build it with makeKvAdapterVectors or load it with loadAdapter.`,
+    );
+  }
+  return vectors.headerKv;
+}
+
+/** The model an adapter must fit. */
 export interface ExpectedModel {
   modelFingerprint: string;
   hiddenSize: number;
+  /** KV layout of the model; when given, a conditioned-kv header cache of another layout raises ADAPTER_MISMATCH. */
+  kvLayout?: KvLayout;
+}
+
+/** Returns the expected model of a loaded engine, KV layout included. */
+export function expectedModelOf(engine: Pick<InferenceEngine, 'modelFingerprint' | 'arch' | 'layout'>): ExpectedModel {
+  return { modelFingerprint: engine.modelFingerprint, hiddenSize: engine.arch.hiddenSize, kvLayout: engine.layout };
 }
 
 /**
  * Reads an adapter file written by kvpack and checks that it was trained for this model.
  * Raises ADAPTER_NOT_FOUND, ADAPTER_INVALID for a malformed file, or ADAPTER_MISMATCH naming both
- * fingerprints when the adapter belongs to another model.
+ * fingerprints when the adapter belongs to another model (or both shapes, when its vectors or
+ * header cache do not fit the model's hidden size or `expected.kvLayout`).
  */
 export function loadAdapter(file: string, expected: ExpectedModel): AdapterFile {
   const content = readSafetensorsFile(file);
@@ -162,7 +242,7 @@ export function loadAdapter(file: string, expected: ExpectedModel): AdapterFile 
   }
   const variant = meta.variant as AdapterVariant;
   if (!variants.includes(variant)) {
-    throw invalid(`variant ${JSON.stringify(meta.variant)} is not reference or conditioned`);
+    throw invalid(`variant ${JSON.stringify(meta.variant)} is not ${variants.slice(0, -1).join(', ')} or ${variants[variants.length - 1]}`);
   }
   if (!meta.id || !/^[a-z0-9_-]+$/.test(meta.id)) {
     throw invalid(`id ${JSON.stringify(meta.id)} must be lowercase letters, digits, '-' and '_'`);
@@ -175,7 +255,10 @@ export function loadAdapter(file: string, expected: ExpectedModel): AdapterFile 
       { file, adapterModel: meta.model_fingerprint, model: expected.modelFingerprint },
     );
   }
-  const { header, trailer } = readVectors(content.tensors, expected.hiddenSize, file, variant);
+  const vectors =
+    variant === 'conditioned-kv'
+      ? makeKvAdapterVectors(meta.id, readHeaderKv(content.tensors, file, expected.kvLayout))
+      : vectorAdapter(meta.id, variant, readVectors(content.tensors, expected.hiddenSize, file, variant), expected.hiddenSize);
   const metadata: AdapterMetadata = {
     formatVersion: version,
     id: meta.id,
@@ -189,15 +272,33 @@ export function loadAdapter(file: string, expected: ExpectedModel): AdapterFile 
     gate: parseJsonField<GateRecord>(meta, 'gate', invalid),
     createdAt: meta.created_at ?? '',
   };
-  return { vectors: makeAdapterVectors(meta.id, variant, header, trailer, expected.hiddenSize), metadata };
+  return { vectors, metadata };
+}
+
+function vectorAdapter(id: string, variant: AdapterVariant, vectors: { header: Float32Array; trailer: Float32Array }, hiddenSize: number): AdapterVectors {
+  return makeAdapterVectors(id, variant, vectors.header, vectors.trailer, hiddenSize);
 }
 
 /**
  * Reads the bare vectors of an adapter trained elsewhere: a safetensors file with an F32 tensor
  * `header` `[h, hidden]` and, for the reference variant, `trailer` `[t, hidden]`. Metadata is ignored.
+ * A conditioned-kv adapter has no vectors: read it with `readBareHeaderKv`.
  */
 export function readBareVectors(file: string, variant: AdapterVariant, hiddenSize: number): { header: Float32Array; trailer: Float32Array } {
+  if (variant === 'conditioned-kv') {
+    throw new KvpackError('INVALID_ARGUMENT', `${file}: a conditioned-kv adapter has a header cache instead of vectors; read it with readBareHeaderKv.`, { file });
+  }
   return readVectors(readSafetensorsFile(file).tensors, hiddenSize, file, variant);
+}
+
+/**
+ * Reads the bare header cache of a conditioned-kv adapter trained elsewhere: a safetensors file
+ * with F32 tensors `header_keys` and `header_values` `[layers, kv_heads, P, head_dim]`, keys
+ * rotated for positions 0..P-1. Metadata is ignored. With `kvLayout`, a cache of another layout
+ * raises ADAPTER_MISMATCH.
+ */
+export function readBareHeaderKv(file: string, kvLayout?: KvLayout): KvCache {
+  return readHeaderKv(readSafetensorsFile(file).tensors, file, kvLayout);
 }
 
 function readSafetensorsFile(file: string): ReturnType<typeof decodeSafetensors> {

@@ -18,9 +18,11 @@ export const PACKET_KINDS: readonly PacketKind[] = ['full', 'summary'];
  * Prefill method of a packet. `naive`: the chunk tokens alone. `reference`: learned header
  * vectors, the chunk tokens and learned trailer vectors, all kept in the cache. `conditioned`: a
  * learned header prefilled before the chunk and then dropped, so the cache holds only chunk entries.
+ * `conditioned-kv`: the chunk prefilled after a learned header cache that is then dropped, laid
+ * out like `conditioned`.
  */
-export type PacketVariant = 'naive' | 'reference' | 'conditioned';
-export const PACKET_VARIANTS: readonly PacketVariant[] = ['naive', 'reference', 'conditioned'];
+export type PacketVariant = 'naive' | 'reference' | 'conditioned' | 'conditioned-kv';
+export const PACKET_VARIANTS: readonly PacketVariant[] = ['naive', 'reference', 'conditioned', 'conditioned-kv'];
 
 /** The adapter id of naive packets, which use no adapter. */
 export const NO_ADAPTER = 'none';
@@ -34,7 +36,7 @@ export interface PacketHeader {
   tokenizerFingerprint: string;
   /** `none` for naive packets. */
   adapterId: string;
-  /** sha256 hex of the adapter's header and trailer vectors; empty for naive packets. */
+  /** sha256 hex of the adapter's learned vectors or header cache; empty for naive packets. */
   adapterFingerprint: string;
   variant: PacketVariant;
   chunkId: string;

@@ -6,7 +6,7 @@ import type { DecodeStart } from '../inference/generate.js';
 import { KvCache } from '../inference/kv-cache.js';
 import type { AdapterVectors } from './adapter-vectors.js';
 import type { PrefixCache } from './prefix-cache.js';
-import { prefillChunk, sequence } from './prefill.js';
+import { prefillChunk, prefillComputedEntries, sequence } from './prefill.js';
 import { spliceSegments } from './splice.js';
 
 /**
@@ -236,7 +236,7 @@ async function packetFor(
     return { packet: chunk.packet, fromStore: true };
   }
   const built = await prefillChunk(engine, chunk.tokens, adapter);
-  tally.computed += built.kv.length + (adapter?.variant === 'conditioned' ? adapter.headerLength : 0);
+  tally.computed += prefillComputedEntries(chunk.tokens.length, adapter);
   tally.adapterEntries += built.prefixLength + built.suffixLength;
   const packet = { kv: built.kv, basePosition: 0, prefixLength: built.prefixLength, suffixLength: built.suffixLength, adapterId: wanted };
   return { packet, fromStore: false };

@@ -5,6 +5,7 @@ import { generate } from '../inference/generate.js';
 import type { AdapterVectors } from '../packets/adapter-vectors.js';
 import { buildPacket, expectedFingerprints } from '../packets/build.js';
 import { NO_ADAPTER, type PacketKind } from '../packets/packet.js';
+import { prefillComputedEntries } from '../packets/prefill.js';
 import type { PrefixCache } from '../packets/prefix-cache.js';
 import type { PacketStore } from '../packets/store.js';
 import {
@@ -269,7 +270,7 @@ export class QueryPipeline {
       }
       this.options.logger?.warn({ ...key, code: error.code, error: error.message }, 'packet unusable, rebuilding');
       packet = (await buildPacket(engine, item.tokens, { chunkId: key.chunkId, kind: key.kind, adapter })).packet;
-      rebuilt.push({ ...key, reason: error.code, computedTokens: packet.kv.length + (adapter?.variant === 'conditioned' ? adapter.headerLength : 0), chunkTokens: item.tokens.length });
+      rebuilt.push({ ...key, reason: error.code, computedTokens: prefillComputedEntries(item.tokens.length, adapter), chunkTokens: item.tokens.length });
       await packets.put(packet);
     }
     const { header } = packet;

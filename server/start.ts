@@ -8,7 +8,7 @@ import { DEFAULT_SUMMARY_RATIO } from '../ingest/commit.js';
 import { DEFAULT_SUMMARY_METHOD } from '../ingest/summarize.js';
 import { manifestPath } from '../ingest/manifest.js';
 import { ChunkStore } from '../ingest/store.js';
-import { resolveAdapter, type ResolvedAdapter } from '../packets/adapter.js';
+import { expectedModelOf, resolveAdapter, type ResolvedAdapter } from '../packets/adapter.js';
 import { PrefixCache } from '../packets/prefix-cache.js';
 import { QueryPipeline } from '../query/pipeline.js';
 import { parseEmbedderSpec, type Embedder } from '../retrieval/embedder.js';
@@ -50,7 +50,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
   const engine = await InferenceEngine.load(modelDir, { threads: config.threads });
   let opened: ServerStore | undefined;
   try {
-    const resolved = resolveAdapter(config.adapter, { modelFingerprint: engine.modelFingerprint, hiddenSize: engine.arch.hiddenSize });
+    const resolved = resolveAdapter(config.adapter, expectedModelOf(engine));
     logger.info({ adapter: resolved.vectors?.id ?? 'none' }, resolved.reason);
     const adapter = resolved.vectors;
     opened = await openServerStore(config, engine, logger);

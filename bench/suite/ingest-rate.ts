@@ -8,9 +8,9 @@ import { PacketChunkProcessor } from '../../ingest/chunk-processor.js';
 import { runIngest, type IngestReport } from '../../ingest/pipeline.js';
 import type { ProgressReporter } from '../../ingest/progress.js';
 import { ChunkStore } from '../../ingest/store.js';
-import { resolveAdapter } from '../../packets/adapter.js';
+import { expectedModelOf, resolveAdapter } from '../../packets/adapter.js';
 import type { AdapterVectors } from '../../packets/adapter-vectors.js';
-import { sequence } from '../../packets/prefill.js';
+import { prefillComputedEntries, sequence } from '../../packets/prefill.js';
 import { readHotpotParagraphs, type HotpotParagraph } from './hotpotqa-paragraphs.js';
 import { BusyTimer, TimedChunkProcessor, TimedHashedEmbedder, TimedPacketStore } from './ingest-timers.js';
 import type { ReportSection, SuitePartOptions } from './report-types.js';
@@ -60,7 +60,7 @@ export async function measureIngestRate(engine: InferenceEngine, modelDir: strin
   try {
     const source = writeParagraphsFile(paragraphs, path.join(workDir, 'paragraphs.jsonl'));
     const storeDir = path.join(workDir, 'store');
-    const adapter = resolveAdapter(undefined, { modelFingerprint: engine.modelFingerprint, hiddenSize: engine.arch.hiddenSize });
+    const adapter = resolveAdapter(undefined, expectedModelOf(engine));
 
     options.log(`ingest rate: ingesting ${paragraphs.length} HotpotQA paragraphs`);
     const ingest = await timeIngest(engine, source, storeDir, adapter.vectors);
@@ -191,7 +191,8 @@ interface IngestRateResult {
 
 /**
  * Tokens the packet prefills computed: each chunk and each non-empty summary once for its naive
- * packet and once more per adapter, where the adapter's own entries are prefilled too.
+ * packet and once more per adapter, plus the header and trailer vectors that adapter prefills
+ * (a conditioned-kv header cache is attended to, not computed).
  */
 function packetPrefillTokens(contents: StoreContents, adapter: AdapterVectors | undefined): number {
   let total = 0;
@@ -200,7 +201,7 @@ function packetPrefillTokens(contents: StoreContents, adapter: AdapterVectors | 
     const sequences = [tokens.length, ...(summary > 0 ? [summary] : [])];
     for (const length of sequences) {
       total += length;
-      if (adapter) total += length + adapter.headerLength + adapter.trailerLength;
+      if (adapter) total += prefillComputedEntries(length, adapter);
     }
   });
   return total;

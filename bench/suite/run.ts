@@ -7,7 +7,7 @@ import { writeFileAtomic } from '../../common/fs-atomic.js';
 import { findSharedDir } from '../../common/paths.js';
 import { InferenceEngine } from '../../inference/engine.js';
 import { resolveDefaultModel } from '../../inference/default-model.js';
-import { resolveAdapter } from '../../packets/adapter.js';
+import { expectedModelOf, resolveAdapter } from '../../packets/adapter.js';
 import { benchModelDir, machineSummary } from '../setup.js';
 import { measureFidelity } from './fidelity.js';
 import { measureIngestRate } from './ingest-rate.js';
@@ -100,7 +100,7 @@ async function storiesSections(part: SuitePartOptions, hotpotqaMissing: string |
   const modelDir = await resolveDefaultModel();
   const engine = await InferenceEngine.load(modelDir);
   try {
-    const resolved = resolveAdapter(undefined, { modelFingerprint: engine.modelFingerprint, hiddenSize: engine.arch.hiddenSize });
+    const resolved = resolveAdapter(undefined, expectedModelOf(engine));
     part.log('stories260K: fidelity per strategy');
     const fidelity = await measureFidelity(engine, { ...part, adapter: resolved.vectors, adapterDescription: resolved.reason });
     if (hotpotqaMissing) {

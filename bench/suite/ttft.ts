@@ -6,7 +6,7 @@ import { concatInt32 } from '../../common/typed-arrays.js';
 import { parameterCount } from '../../inference/architecture.js';
 import { InferenceEngine } from '../../inference/engine.js';
 import type { KvCache } from '../../inference/kv-cache.js';
-import { makeAdapterVectors, resolveAdapter } from '../../packets/adapter.js';
+import { expectedModelOf, makeAdapterVectors, resolveAdapter } from '../../packets/adapter.js';
 import type { AdapterVectors } from '../../packets/adapter-vectors.js';
 import { buildPacket, expectedFingerprints } from '../../packets/build.js';
 import { NO_ADAPTER } from '../../packets/packet.js';
@@ -325,9 +325,11 @@ async function buildPackets(engine: InferenceEngine, store: FsPacketStore, chunk
  * which costs the same at query time as a trained one).
  */
 async function packetAdapter(engine: InferenceEngine): Promise<{ adapter: AdapterVectors; note: string }> {
-  const resolved = resolveAdapter(undefined, { modelFingerprint: engine.modelFingerprint, hiddenSize: engine.arch.hiddenSize });
+  const resolved = resolveAdapter(undefined, expectedModelOf(engine));
   if (resolved.vectors) {
-    return { adapter: resolved.vectors, note: `the shipped adapter ${resolved.vectors.id} (${resolved.vectors.variant}, ${resolved.vectors.headerLength} header vectors)` };
+    const { id, variant, headerLength } = resolved.vectors;
+    const header = variant === 'conditioned-kv' ? `${headerLength} header cache entries per layer` : `${headerLength} header vectors`;
+    return { adapter: resolved.vectors, note: `the shipped adapter ${id} (${variant}, ${header})` };
   }
   const hidden = engine.arch.hiddenSize;
   const bos = await engine.embedTokens([engine.arch.bosTokenId ?? 0]);

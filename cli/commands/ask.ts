@@ -1,7 +1,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { InferenceEngine } from '../../inference/engine.js';
 import { ChunkStore } from '../../ingest/store.js';
-import { resolveAdapter } from '../../packets/adapter.js';
+import { expectedModelOf, resolveAdapter } from '../../packets/adapter.js';
 import { strategies, type Strategy } from '../../packets/strategies.js';
 import { QueryPipeline } from '../../query/pipeline.js';
 import type { QueryResult } from '../../query/types.js';
@@ -55,7 +55,7 @@ async function askQuestion(question: string, options: AskCommandOptions): Promis
       mode: 'read',
       model: { modelFingerprint: engine.modelFingerprint, tokenizerFingerprint: engine.tokenizerFingerprint },
     });
-    const adapter = resolveAdapter(options.adapter, { modelFingerprint: engine.modelFingerprint, hiddenSize: engine.arch.hiddenSize }).vectors;
+    const adapter = resolveAdapter(options.adapter, expectedModelOf(engine)).vectors;
     const pipeline = new QueryPipeline({ engine, retriever: new StoreRetriever(store), packets: store.packets, adapter });
     return await pipeline.answer(
       { question, strategy: options.strategy, topK: options.topK, maxTokens: options.maxTokens, temperature: options.temperature, seed: options.seed },

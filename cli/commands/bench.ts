@@ -7,7 +7,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { KvpackError } from '../../common/errors.js';
 import { InferenceEngine } from '../../inference/engine.js';
 import { ChunkStore } from '../../ingest/store.js';
-import { resolveAdapter } from '../../packets/adapter.js';
+import { expectedModelOf, resolveAdapter } from '../../packets/adapter.js';
 import { PrefixCache } from '../../packets/prefix-cache.js';
 import { strategies, type Strategy } from '../../packets/strategies.js';
 import { compareStrategies, type StrategyComparison } from '../../query/compare.js';
@@ -121,7 +121,7 @@ async function runBench(options: BenchCommandOptions): Promise<StrategyCompariso
       mode: 'read',
       model: { modelFingerprint: engine.modelFingerprint, tokenizerFingerprint: engine.tokenizerFingerprint },
     });
-    const resolved = resolveAdapter(options.adapter, { modelFingerprint: engine.modelFingerprint, hiddenSize: engine.arch.hiddenSize });
+    const resolved = resolveAdapter(options.adapter, expectedModelOf(engine));
     process.stderr.write(`${resolved.reason}\n`);
     const adapter = resolved.vectors;
     const pipeline = new QueryPipeline({ engine, retriever: new StoreRetriever(store), packets: store.packets, adapter, prefixCache: new PrefixCache(256 << 20) });

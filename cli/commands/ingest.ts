@@ -7,7 +7,7 @@ import { runIngest, type IngestReport } from '../../ingest/pipeline.js';
 import { createProgressReporter, createStderrLogger, type LogFormat } from '../../ingest/progress.js';
 import { supportedExtensions } from '../../ingest/sources.js';
 import { DEFAULT_SUMMARY_METHOD, summaryMethods, type SummaryMethod } from '../../ingest/summarize.js';
-import { resolveAdapter } from '../../packets/adapter.js';
+import { expectedModelOf, resolveAdapter } from '../../packets/adapter.js';
 import { parseEmbedderSpec, type Embedder } from '../../retrieval/embedder.js';
 import { HashedEmbedder } from '../../retrieval/hashed-embedder.js';
 import { TransformersEmbedder } from '../../retrieval/transformers-embedder.js';
@@ -78,7 +78,7 @@ async function ingestCommand(paths: string[], options: IngestCommandOptions): Pr
   const engine = await InferenceEngine.load(modelDir, { threads: options.threads });
   let embedder: Embedder | undefined;
   try {
-    const resolved = resolveAdapter(options.adapter, { modelFingerprint: engine.modelFingerprint, hiddenSize: engine.arch.hiddenSize });
+    const resolved = resolveAdapter(options.adapter, expectedModelOf(engine));
     logger.info({ adapter: resolved.vectors?.id ?? 'none' }, resolved.reason);
     const adapter = resolved.vectors;
     embedder = await loadEmbedder(options.embedder);

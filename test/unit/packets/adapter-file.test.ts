@@ -3,14 +3,18 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isKvpackError } from '../../../common/errors.js';
+import { KvCache, type KvLayout } from '../../../inference/kv-cache.js';
 import {
   ADAPTER_FORMAT_VERSION,
   adapterFingerprint,
   adapterIdFromFile,
   chooseDefaultVariant,
   findDefaultAdapter,
+  kvAdapterFingerprint,
   loadAdapter,
   makeAdapterVectors,
+  makeKvAdapterVectors,
+  readBareHeaderKv,
   readBareVectors,
   resolveAdapter,
   shippedAdapterFolder,
@@ -37,6 +41,24 @@ function metadata(overrides: Partial<AdapterMetadata> = {}): AdapterMetadata {
     ...overrides,
   };
 }
+
+const headerLayout: KvLayout = { numLayers: 2, numKvHeads: 2, headDim: 4 };
+
+/** Builds a conditioned-kv header cache of `length` entries per layer with distinct, reproducible values. */
+function headerCache(length: number): KvCache {
+  const size = headerLayout.numKvHeads * length * headerLayout.headDim;
+  const layer = (index: number, offset: number) => Float32Array.from({ length: size }, (_, i) => offset + index + i / 64);
+  const layers = Array.from({ length: headerLayout.numLayers }, (_, index) => index);
+  return new KvCache(
+    headerLayout,
+    length,
+    layers.map((index) => layer(index, 0)),
+    layers.map((index) => layer(index, -0.5)),
+  );
+}
+
+/** sha256 over `conditioned-kv\0`, `2,2,3,4\0`, then per layer the keys and the values of headerCache(3) as float32 little-endian. */
+const CONDITIONED_KV_FINGERPRINT = 'a81315bcd4bee4b3ba7ce6e7d061b6e64f68c3bccefef8b804da2f5d5fecd171';
 
 function expectError(run: () => unknown, code: string, ...fragments: string[]): void {
   try {
@@ -156,6 +178,171 @@ describe('adapter files', () => {
   it('derives ids from file names', () => {
     expect(adapterIdFromFile('/x/Stories260K-Conditioned.safetensors')).toBe('stories260k-conditioned');
     expect(adapterIdFromFile('my adapter!.safetensors')).toBe('my-adapter');
+  });
+});
+
+describe('adapter fingerprints', () => {
+  // Computed before the conditioned-kv variant existed; stored packets and the shipped adapter record these values.
+  it('keep the values of existing variants', () => {
+    const header = Float32Array.from({ length: 8 }, (_, i) => i / 8);
+    expect(adapterFingerprint('conditioned', header, new Float32Array(0))).toBe('3a1a978dbe88df7b02e285176d218497c1905892d337d1fd15c639f5b8093cf1');
+    expect(adapterFingerprint('reference', header, Float32Array.of(0.5, -0.5, 1.5, -1.5))).toBe(
+      'e9f81dbd9c7e1d1aa0a4adb309819d714b5759020fde099354c7b1ca032e3832',
+    );
+    expect(makeAdapterVectors('x', 'conditioned', header, new Float32Array(0), hidden).fingerprint).toBe(
+      '3a1a978dbe88df7b02e285176d218497c1905892d337d1fd15c639f5b8093cf1',
+    );
+  });
+
+  it('conditioned-kv depends on shape and every value', () => {
+    const base = kvAdapterFingerprint(headerCache(3));
+    expect(base).toBe(CONDITIONED_KV_FINGERPRINT);
+    expect(makeKvAdapterVectors('kv', headerCache(3)).fingerprint).toBe(base);
+    // The same floats as 2 KV heads of head size 4 or 1 KV head of head size 8.
+    const reshaped = headerCache(3);
+    const flat = new KvCache({ numLayers: 2, numKvHeads: 1, headDim: 8 }, 3, [...reshaped.keys], [...reshaped.values]);
+    expect(kvAdapterFingerprint(flat)).not.toBe(base);
+    for (const [layer, kind] of [[0, 'keys'], [1, 'keys'], [0, 'values'], [1, 'values']] as const) {
+      const changed = headerCache(3);
+      (changed[kind][layer] as Float32Array)[5] += 1e-6;
+      expect(kvAdapterFingerprint(changed), `${kind} of layer ${layer}`).not.toBe(base);
+    }
+  });
+});
+
+describe('conditioned-kv adapter files', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(path.join(tmpdir(), 'kvpack-adapter-kv-'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  const kvMetadata = (overrides: Partial<AdapterMetadata> = {}) => metadata({ id: 'tiny-kv', variant: 'conditioned-kv', ...overrides });
+  const expected = { modelFingerprint, hiddenSize: hidden, kvLayout: headerLayout };
+
+  /** Writes a file with conditioned-kv metadata and the given tensors. */
+  function writeKvFile(name: string, tensors: Map<string, { shape: number[]; data: Float32Array }>): string {
+    const file = path.join(dir, name);
+    const strings = {
+      format: 'kvpack-adapter',
+      format_version: '1',
+      id: 'tiny-kv',
+      variant: 'conditioned-kv',
+      model_fingerprint: modelFingerprint,
+      hidden_size: String(hidden),
+      training_data: '',
+      created_at: '',
+    };
+    writeFileSync(file, encodeSafetensors(tensors, strings));
+    return file;
+  }
+
+  const tensor = (shape: number[]) => ({ shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(0.25) });
+
+  it('round-trips the header cache and metadata', () => {
+    const file = path.join(dir, 'tiny-kv.safetensors');
+    const vectors = makeKvAdapterVectors('tiny-kv', headerCache(3));
+    writeAdapterFile(file, vectors, kvMetadata());
+    const loaded = loadAdapter(file, expected);
+    expect(loaded.vectors.variant).toBe('conditioned-kv');
+    expect(loaded.vectors.fingerprint).toBe(vectors.fingerprint);
+    expect(loaded.vectors.headerLength).toBe(3);
+    expect(loaded.vectors.trailerLength).toBe(0);
+    expect(loaded.vectors.header).toHaveLength(0);
+    expect(loaded.vectors.trailer).toHaveLength(0);
+    const cache = loaded.vectors.headerKv as KvCache;
+    expect(cache.layout).toEqual(headerLayout);
+    expect(cache.length).toBe(3);
+    for (let layer = 0; layer < headerLayout.numLayers; layer++) {
+      expect(cache.keys[layer], `keys of layer ${layer}`).toEqual(vectors.headerKv?.keys[layer]);
+      expect(cache.values[layer], `values of layer ${layer}`).toEqual(vectors.headerKv?.values[layer]);
+    }
+    expect(loaded.metadata.variant).toBe('conditioned-kv');
+    expect(loaded.metadata.hiddenSize).toBe(hidden);
+    expect(loaded.metadata.gate).toEqual({ verdict: 'default', reason: 'beats naive' });
+  });
+
+  it('stores two 4-D tensors and the documented metadata', () => {
+    const file = path.join(dir, 'tiny-kv.safetensors');
+    writeAdapterFile(file, makeKvAdapterVectors('tiny-kv', headerCache(3)), kvMetadata());
+    const stored = decodeSafetensors(readFileSync(file), file);
+    expect([...stored.tensors.keys()].sort()).toEqual(['header_keys', 'header_values']);
+    expect(stored.tensors.get('header_keys')?.shape).toEqual([2, 2, 3, 4]);
+    expect(stored.tensors.get('header_values')?.shape).toEqual([2, 2, 3, 4]);
+    // Layer 1 follows layer 0 along the first axis.
+    expect(stored.tensors.get('header_values')?.data.subarray(24, 48)).toEqual(headerCache(3).values[1]);
+    expect(stored.metadata.hidden_size).toBe(String(hidden));
+    expect(Object.keys(stored.metadata).sort()).toEqual(
+      ['created_at', 'format', 'format_version', 'gate', 'hidden_size', 'id', 'model_fingerprint', 'training_data', 'variant'].sort(),
+    );
+  });
+
+  it('loads without a layout to check', () => {
+    const file = path.join(dir, 'tiny-kv.safetensors');
+    writeAdapterFile(file, makeKvAdapterVectors('tiny-kv', headerCache(2)), kvMetadata());
+    expect(loadAdapter(file, { modelFingerprint, hiddenSize: hidden }).vectors.headerKv?.layout).toEqual(headerLayout);
+  });
+
+  it('rejects a header cache of another layout', () => {
+    const file = path.join(dir, 'tiny-kv.safetensors');
+    writeAdapterFile(file, makeKvAdapterVectors('tiny-kv', headerCache(3)), kvMetadata());
+    const model = { ...expected, kvLayout: { numLayers: 5, numKvHeads: 4, headDim: 8 } };
+    expectError(() => loadAdapter(file, model), 'ADAPTER_MISMATCH', 'shape [2, 2, 3, 4]', 'needs [5, 4, 3, 8]', 'belongs to another model');
+  });
+
+  it('is skipped by the default lookup for another layout', () => {
+    writeAdapterFile(path.join(dir, 'tiny-kv.safetensors'), makeKvAdapterVectors('tiny-kv', headerCache(3)), kvMetadata({ fidelity: { data: 'test', byChunkCount: [], adapterMeanKl: 0.004, naiveMeanKl: 0.01 } }));
+    expect(findDefaultAdapter(dir, expected).adapter?.vectors.variant).toBe('conditioned-kv');
+    const found = findDefaultAdapter(dir, { ...expected, kvLayout: { numLayers: 3, numKvHeads: 2, headDim: 4 } });
+    expect(found.adapter).toBeUndefined();
+    expect(found.reason).toContain('built without adapter');
+  });
+
+  it.for([
+    { name: 'no header_values', tensors: { header_keys: [2, 2, 3, 4] }, message: 'has no tensor named header_values; a conditioned-kv adapter needs F32 tensors header_keys and header_values of shape [layers, kv_heads, P, head_dim]' },
+    { name: 'no header_keys', tensors: { header_values: [2, 2, 3, 4] }, message: 'has no tensor named header_keys' },
+    { name: '3-D keys', tensors: { header_keys: [2, 6, 4], header_values: [2, 2, 3, 4] }, message: 'tensor header_keys has shape [2, 6, 4]; expected 4 axes [layers, kv_heads, P, head_dim]' },
+    { name: '5-D values', tensors: { header_keys: [2, 2, 3, 4], header_values: [1, 2, 2, 3, 4] }, message: 'tensor header_values has shape [1, 2, 2, 3, 4]; expected 4 axes' },
+    { name: 'different shapes', tensors: { header_keys: [2, 2, 3, 4], header_values: [2, 2, 2, 4] }, message: 'tensor header_keys has shape [2, 2, 3, 4] but header_values has [2, 2, 2, 4]; the keys and values of a header cache must have the same shape' },
+    { name: 'P = 0', tensors: { header_keys: [2, 2, 0, 4], header_values: [2, 2, 0, 4] }, message: 'has shape [2, 2, 0, 4] with P = 0; a conditioned-kv adapter needs at least one header entry per layer' },
+    { name: 'no layers', tensors: { header_keys: [0, 2, 3, 4], header_values: [0, 2, 3, 4] }, message: 'has shape [0, 2, 3, 4] with an empty axis; layers, kv_heads and head_dim must each be at least 1' },
+    { name: 'embedding vectors too', tensors: { header: [1, hidden], header_keys: [2, 2, 3, 4], header_values: [2, 2, 3, 4] }, message: 'a conditioned-kv adapter has no input-embedding vectors, but the file holds tensor header; keep only header_keys and header_values' },
+  ])('rejects $name', ({ tensors, message }) => {
+    const file = writeKvFile('bad.safetensors', new Map(Object.entries(tensors).map(([name, shape]) => [name, tensor(shape)])));
+    expectError(() => loadAdapter(file, expected), 'ADAPTER_INVALID', file, message);
+  });
+
+  it('names every variant for an unknown one', () => {
+    const file = path.join(dir, 'odd.safetensors');
+    writeFileSync(file, encodeSafetensors(new Map([['header', tensor([1, hidden])]]), { format: 'kvpack-adapter', format_version: '1', id: 'odd', variant: 'prefix' }));
+    expectError(() => loadAdapter(file, expected), 'ADAPTER_INVALID', 'variant "prefix" is not reference, conditioned or conditioned-kv');
+  });
+
+  it('rejects inconsistent adapters', () => {
+    expectError(() => makeKvAdapterVectors('empty', headerCache(0)), 'INVALID_ARGUMENT', 'Adapter empty: a conditioned-kv header cache needs at least one entry per layer, got 0');
+    expectError(
+      () => makeAdapterVectors('kv', 'conditioned-kv', new Float32Array(hidden), new Float32Array(0), hidden),
+      'INVALID_ARGUMENT',
+      'a conditioned-kv adapter has a header cache instead of vectors; build it with makeKvAdapterVectors',
+    );
+    const file = path.join(dir, 'x.safetensors');
+    const conditioned = makeAdapterVectors('x', 'conditioned', new Float32Array(hidden), new Float32Array(0), hidden);
+    expectError(() => writeAdapterFile(file, conditioned, kvMetadata()), 'INVALID_ARGUMENT', 'the metadata names variant conditioned-kv but adapter x is conditioned');
+    const noCache = { ...makeKvAdapterVectors('x', headerCache(2)), headerKv: undefined };
+    expectError(() => writeAdapterFile(file, noCache, kvMetadata()), 'INVALID_ARGUMENT', 'Adapter x is conditioned-kv but has no header cache');
+  });
+
+  it('imports a bare header cache', () => {
+    const bare = path.join(dir, 'bare.safetensors');
+    const cache = headerCache(3);
+    const stacked = (arrays: readonly Float32Array[]) => ({ shape: [2, 2, 3, 4], data: Float32Array.from(arrays.flatMap((array) => [...array])) });
+    writeFileSync(bare, encodeSafetensors(new Map([['header_keys', stacked(cache.keys)], ['header_values', stacked(cache.values)]]), { note: 'ignored' }));
+    const imported = readBareHeaderKv(bare, headerLayout);
+    expect(imported.length).toBe(3);
+    expect(kvAdapterFingerprint(imported)).toBe(CONDITIONED_KV_FINGERPRINT);
+    expectError(() => readBareHeaderKv(bare, { numLayers: 2, numKvHeads: 4, headDim: 4 }), 'ADAPTER_MISMATCH', 'shape [2, 2, 3, 4]', 'needs [2, 4, 3, 4]');
+    expectError(() => readBareVectors(bare, 'conditioned-kv', hidden), 'INVALID_ARGUMENT', 'read it with readBareHeaderKv');
+    expectError(() => readBareHeaderKv(path.join(dir, 'none.safetensors')), 'ADAPTER_NOT_FOUND', 'none.safetensors');
   });
 });
 
