@@ -5,9 +5,12 @@
  * the training time. Baselines (naive, EPIC-k) are deterministic and measured once. Prints
  * markdown tables.
  *
- * Run: npx tsx bench/fidelity.ts [--seeds 1,2,3] [--variants conditioned,reference] [--steps 340]
+ * Run: npx tsx bench/fidelity.ts [--seeds 1,2,3] [--variants conditioned,conditioned-kv,reference] [--steps 340]
  *      [--header 8] [--trailer 8] [--train-samples 400] [--train-chunks 2,3,4] [--test-samples 100]
- *      [--epic 4,8,16] [--lr 0.02] [--save-best adapters/stories260K-conditioned.safetensors]
+ *      [--validation-samples 144] [--epic 4,8,16] [--lr 0.02] [--save-best FILE] [--save-dir DIR]
+ * --save-best writes the run with the lowest held-out KL; --save-dir writes every run as
+ * <variant>-seed<N>.safetensors. A conditioned-kv run starts from the same seed's conditioned
+ * header when that variant runs too, and its steps and time include that stage.
  * One training run took 4.5 to 6 minutes on a 2-core AMD EPYC, plus data generation on first use.
  */
 import path from 'node:path';
@@ -38,17 +41,19 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       seeds: { type: 'string', default: '1,2,3' },
-      variants: { type: 'string', default: 'conditioned,reference' },
+      variants: { type: 'string', default: 'conditioned,conditioned-kv,reference' },
       steps: { type: 'string', default: '340' },
       header: { type: 'string', default: '8' },
       trailer: { type: 'string', default: '8' },
       lr: { type: 'string', default: '0.02' },
       'train-samples': { type: 'string', default: '400' },
       'train-chunks': { type: 'string', default: '2,3,4' },
+      'validation-samples': { type: 'string', default: '144' },
       'test-samples': { type: 'string', default: '100' },
       chunks: { type: 'string', default: '2,3,4' },
       epic: { type: 'string', default: '4,8,16' },
       'save-best': { type: 'string' },
+      'save-dir': { type: 'string' },
     },
   });
   const seeds = list(values.seeds).map(Number);
@@ -66,7 +71,7 @@ async function main(): Promise<void> {
     const baselines = await measureBaselines(engine, heldOut, list(values.epic).map(Number));
 
     // 2. Adapters, one training run per variant and seed.
-    const validation = await loadOrBuildDataset(engine, { split: 'validation', source, samples: 48, chunkCounts: [2, 3, 4], seed: 0 });
+    const validation = await loadOrBuildDataset(engine, { split: 'validation', source, samples: Number(values['validation-samples']), chunkCounts: [2, 3, 4], seed: 0 });
     const runs: AdapterRun[] = [];
     for (const variant of variants) {
       for (const seed of seeds) {
@@ -77,9 +82,12 @@ async function main(): Promise<void> {
           chunkCounts: list(values['train-chunks']).map(Number),
           seed,
         });
+        // A conditioned-kv header starts from this seed's conditioned header when one was trained.
+        const stage = variant === 'conditioned-kv' ? runs.find((run) => run.variant === 'conditioned' && run.seed === seed) : undefined;
         const trained = await trainAndEvaluateAdapter(engine, decoder, { train, validation, heldOut }, {
           id: `stories260k-${variant}`,
           variant,
+          initHeader: stage?.file.vectors.header,
           headerLength: Number(values.header),
           trailerLength: variant === 'reference' ? Number(values.trailer) : 0,
           steps: Number(values.steps),
@@ -91,7 +99,14 @@ async function main(): Promise<void> {
         for (const set of heldOut) {
           reports.set(set.chunks, await evaluateFidelity(engine, set.dataset.samples, { kind: 'adapter', adapter: trained.vectors }));
         }
-        runs.push({ variant, seed, file: trained, reports, steps: trained.result.steps, seconds: trained.result.durationMs / 1000 });
+        runs.push({
+          variant,
+          seed,
+          file: trained,
+          reports,
+          steps: trained.result.steps + (stage?.steps ?? 0),
+          seconds: trained.result.durationMs / 1000 + (stage?.seconds ?? 0),
+        });
         console.error(`${variant} seed ${seed}: ${trained.result.steps} steps, ${(trained.result.durationMs / 1000).toFixed(0)} s, held-out KL ${trained.metadata.fidelity?.adapterMeanKl.toFixed(4)}`);
       }
     }
@@ -108,6 +123,11 @@ async function main(): Promise<void> {
       naive: (baselines.get(chunks) as Array<{ naive: FidelityReport }>)[0].naive,
     })))));
 
+    if (values['save-dir']) {
+      for (const run of runs) {
+        writeAdapterFile(path.join(values['save-dir'], `${run.variant}-seed${run.seed}.safetensors`), run.file.vectors, run.file.metadata);
+      }
+    }
     if (values['save-best']) {
       saveBest(runs, values['save-best']);
     }

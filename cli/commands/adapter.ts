@@ -1,18 +1,22 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import cliProgress from 'cli-progress';
 import path from 'node:path';
+import { KvpackError } from '../../common/errors.js';
 import { InferenceEngine } from '../../inference/engine.js';
 import {
   ADAPTER_FORMAT_VERSION,
   adapterIdFromFile,
   chooseDefaultVariant,
+  expectedModelOf,
   loadAdapter,
   makeAdapterVectors,
+  makeKvAdapterVectors,
+  readBareHeaderKv,
   readBareVectors,
   writeAdapterFile,
   type AdapterFile,
 } from '../../packets/adapter.js';
-import type { AdapterVariant } from '../../packets/adapter-vectors.js';
+import type { AdapterVariant, AdapterVectors } from '../../packets/adapter-vectors.js';
 import { evaluateFidelity, gapRecovered, type EvaluatedStrategy, type FidelityReport } from '../../packets/training/fidelity.js';
 import { evaluateHeldOut, loadHeldOutSets, type HeldOutSet } from '../../packets/training/held-out.js';
 import type { TrainingData } from '../../packets/training/pipeline.js';
@@ -33,6 +37,7 @@ interface TrainCommandOptions {
   weightDecay: number;
   schedule: 'constant' | 'cosine';
   init: AdapterInit;
+  initFrom?: string;
   seed: number;
   trainSamples: number;
   trainChunks: number[];
@@ -55,7 +60,7 @@ function chunkList(value: string): number[] {
 
 function variantOption(allowBoth: boolean): (value: string) => AdapterVariant | 'both' {
   return (value: string) => {
-    const allowed = allowBoth ? ['reference', 'conditioned', 'both'] : ['reference', 'conditioned'];
+    const allowed = allowBoth ? ['reference', 'conditioned', 'conditioned-kv', 'both'] : ['reference', 'conditioned', 'conditioned-kv'];
     if (!allowed.includes(value)) {
       throw new InvalidArgumentError(`expected ${allowed.join(', ')}, got ${JSON.stringify(value)}.`);
     }
@@ -76,7 +81,14 @@ export function registerAdapterCommands(program: Command): void {
     )
     .option('--model <dir>', modelOptionHelp())
     .option('--corpus <path>', 'training text: plain text (documents separated by blank lines) or JSONL with a text field (repeatable)', collect, [])
-    .option('--variant <name>', 'reference (header and trailer stay in the packet), conditioned (header conditions the chunk, then is dropped) or both', variantOption(true), 'conditioned')
+    .option(
+      '--variant <name>',
+      'reference (header and trailer stay in the packet), conditioned (header vectors condition the chunk, then are dropped), ' +
+        'conditioned-kv (a header of learned keys and values per layer, trained after a conditioned header), or both (reference and conditioned)',
+      variantOption(true),
+      'conditioned',
+    )
+    .option('--init-from <file>', 'conditioned-kv only: start from the cache of this conditioned adapter\'s header instead of training one first')
     .option('--header <n>', 'header vectors', integerOption(1), 8)
     .option('--trailer <n>', 'trailer vectors (reference variant only)', integerOption(0), 8)
     .option('--steps <n>', 'optimizer steps', integerOption(1), 340)
@@ -88,7 +100,7 @@ export function registerAdapterCommands(program: Command): void {
     .option('--seed <n>', 'seed of the initial vectors and the batch order', integerOption(0), 1)
     .option('--train-samples <n>', 'training samples', integerOption(1), 400)
     .option('--train-chunks <list>', 'chunks per training sample; a list mixes counts', chunkList, [2, 3, 4])
-    .option('--validation-samples <n>', 'validation samples (2, 3 and 4 chunks) that pick the best step', integerOption(1), 48)
+    .option('--validation-samples <n>', 'validation samples (2, 3 and 4 chunks) that pick the best step', integerOption(1), 144)
     .option('--test-samples <n>', 'held-out samples per chunk count for the recorded fidelity and the gate', integerOption(1), 100)
     .option('--chunks <list>', 'held-out chunk counts', chunkList, [2, 3, 4])
     .option('--eval-every <n>', 'steps between validation measurements', integerOption(1), 20)
@@ -111,12 +123,17 @@ export function registerAdapterCommands(program: Command): void {
   adapter
     .command('import')
     .description(
-      'Import adapter vectors trained elsewhere: a safetensors file with F32 tensors header [h, hidden] and trailer [t, hidden]. ' +
+      'Import an adapter trained elsewhere: a safetensors file with F32 tensors header [h, hidden] and trailer [t, hidden], ' +
+        'or for conditioned-kv header_keys and header_values [layers, kv_heads, P, head_dim]. ' +
         'Runs the held-out evaluation and the fidelity gate, then writes a kvpack adapter file.',
     )
     .option('--model <dir>', modelOptionHelp('model folder the vectors were trained for'))
     .requiredOption('--from <file>', 'safetensors file with the bare vectors')
-    .requiredOption('--variant <name>', 'reference or conditioned', variantOption(false))
+    .requiredOption(
+      '--variant <name>',
+      'reference (header and trailer vectors), conditioned (header vectors) or conditioned-kv (header keys and values)',
+      variantOption(false),
+    )
     .option('--id <id>', 'adapter id; default from the output file name')
     .option('--description <text>', 'where the vectors come from, recorded as the training data', 'imported vectors')
     .option('--test-samples <n>', 'held-out samples per chunk count', integerOption(1), 100)
@@ -198,6 +215,7 @@ async function runTrain(options: TrainCommandOptions): Promise<void> {
   const engine = await InferenceEngine.load(modelDir);
   const decoder = await TfDecoder.load(modelDir);
   try {
+    const initHeader = initialHeader(options, engine);
     const data = await loadTrainingData(engine, options);
     const variants: AdapterVariant[] = options.variant === 'both' ? ['reference', 'conditioned'] : [options.variant];
     const written: AdapterFile[] = [];
@@ -223,6 +241,7 @@ async function runTrain(options: TrainCommandOptions): Promise<void> {
             weightDecay: options.weightDecay,
             schedule: options.schedule,
             init: options.init,
+            initHeader,
             seed: options.seed,
             evaluateEvery: options.evalEvery,
             patience: options.patience,
@@ -252,11 +271,34 @@ async function runTrain(options: TrainCommandOptions): Promise<void> {
   }
 }
 
+/** The header vectors of `--init-from`, which must be a conditioned adapter of this model. */
+function initialHeader(options: TrainCommandOptions, engine: InferenceEngine): Float32Array | undefined {
+  if (options.initFrom === undefined) return undefined;
+  if (options.variant !== 'conditioned-kv') {
+    throw new KvpackError('INVALID_ARGUMENT', `--init-from applies to --variant conditioned-kv only, got --variant ${options.variant}. Drop --init-from or train conditioned-kv.`);
+  }
+  const { vectors, metadata } = loadAdapter(options.initFrom, expectedModelOf(engine));
+  if (metadata.variant !== 'conditioned') {
+    throw new KvpackError(
+      'INVALID_ARGUMENT',
+      `--init-from ${options.initFrom} is a ${metadata.variant} adapter; a conditioned-kv header starts from a conditioned adapter's header vectors.`,
+    );
+  }
+  if (vectors.headerLength !== options.header) {
+    process.stdout.write(`Using the ${vectors.headerLength} header vectors of ${options.initFrom} (--header ${options.header} ignored).\n`);
+  }
+  return vectors.header;
+}
+
+function describeSize(vectors: AdapterVectors): string {
+  return vectors.headerKv ? `${vectors.headerLength} header entries per layer` : `${vectors.headerLength}+${vectors.trailerLength} vectors`;
+}
+
 function printTrainingSummary(out: string, trained: AdapterFile & { result: { steps: number; bestStep: number; durationMs: number } }): void {
   const { metadata, result } = trained;
   const fidelity = metadata.fidelity;
   process.stdout.write(
-    `Wrote ${out}: ${metadata.variant} adapter ${metadata.id}, ${trained.vectors.headerLength}+${trained.vectors.trailerLength} vectors, ` +
+    `Wrote ${out}: ${metadata.variant} adapter ${metadata.id}, ${describeSize(trained.vectors)}, ` +
       `${result.steps} steps in ${(result.durationMs / 1000).toFixed(0)} s (kept step ${result.bestStep}).\n`,
   );
   if (fidelity) {
@@ -284,7 +326,7 @@ interface EvalCommandOptions {
 async function runEval(options: EvalCommandOptions): Promise<void> {
   const engine = await InferenceEngine.load(await resolveModelOption(options.model));
   try {
-    const { vectors } = loadAdapter(options.adapter, { modelFingerprint: engine.modelFingerprint, hiddenSize: engine.arch.hiddenSize });
+    const { vectors } = loadAdapter(options.adapter, expectedModelOf(engine));
     const dataProgress = progressReporter('data');
     let sets: HeldOutSet[];
     try {
@@ -350,16 +392,16 @@ async function runImport(options: ImportCommandOptions): Promise<void> {
 }
 
 /**
- * Imports bare vectors trained elsewhere: checks their width against the model, measures them on
- * held-out samples next to naive concatenation, applies the gate, and writes an adapter file.
+ * Imports bare vectors or a bare header cache trained elsewhere: checks their width or KV layout
+ * against the model, measures them on held-out samples next to naive concatenation, applies the
+ * gate, and writes an adapter file.
  */
 export async function importAdapter(
   engine: InferenceEngine,
   options: { from: string; variant: AdapterVariant; out: string; id?: string; description?: string; testSamples: number; chunks: number[]; corpus?: string[] },
 ): Promise<AdapterFile> {
-  const { header, trailer } = readBareVectors(options.from, options.variant, engine.arch.hiddenSize);
   const id = options.id ?? adapterIdFromFile(options.out);
-  const vectors = makeAdapterVectors(id, options.variant, header, trailer, engine.arch.hiddenSize);
+  const vectors = readImportedAdapter(engine, options.from, options.variant, id);
   const sets = await loadHeldOutSets(engine, { source: documentSource(options.corpus ?? []), chunkCounts: options.chunks, samples: options.testSamples });
   const { fidelity, gate } = await evaluateHeldOut(engine, vectors, sets);
   const file: AdapterFile = {
@@ -378,4 +420,12 @@ export async function importAdapter(
   };
   writeAdapterFile(options.out, vectors, file.metadata);
   return file;
+}
+
+function readImportedAdapter(engine: InferenceEngine, file: string, variant: AdapterVariant, id: string): AdapterVectors {
+  if (variant === 'conditioned-kv') {
+    return makeKvAdapterVectors(id, readBareHeaderKv(file, engine.layout));
+  }
+  const { header, trailer } = readBareVectors(file, variant, engine.arch.hiddenSize);
+  return makeAdapterVectors(id, variant, header, trailer, engine.arch.hiddenSize);
 }

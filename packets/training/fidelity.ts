@@ -26,7 +26,9 @@ export function strategyLabel(strategy: EvaluatedStrategy): string {
     case 'epic':
       return `epic-${strategy.recompute}`;
     case 'adapter':
-      return `${strategy.adapter.variant} (${strategy.adapter.headerLength}+${strategy.adapter.trailerLength})`;
+      return strategy.adapter.headerKv
+        ? `${strategy.adapter.variant} (${strategy.adapter.headerLength} per layer)`
+        : `${strategy.adapter.variant} (${strategy.adapter.headerLength}+${strategy.adapter.trailerLength})`;
     default:
       return strategy.kind;
   }

@@ -1,9 +1,10 @@
 import type { InferenceEngine } from '../../inference/engine.js';
-import { ADAPTER_FORMAT_VERSION, makeAdapterVectors, type AdapterFile, type LossCurveSummary } from '../adapter.js';
+import { KvCache, type KvLayout } from '../../inference/kv-cache.js';
+import { ADAPTER_FORMAT_VERSION, makeAdapterVectors, makeKvAdapterVectors, type AdapterFile, type LossCurveSummary } from '../adapter.js';
 import { evaluateHeldOut, type HeldOutSet } from './held-out.js';
 import type { Dataset } from './samples.js';
 import type { TfDecoder } from './tf-decoder.js';
-import { trainAdapter, type TrainOptions, type TrainResult } from './train.js';
+import { trainAdapter, type HeaderKvWeights, type TrainOptions, type TrainResult } from './train.js';
 
 /** The data of one training run. */
 export interface TrainingData {
@@ -24,10 +25,12 @@ export async function trainAndEvaluateAdapter(
   onEvaluation?: (done: number, total: number) => void,
 ): Promise<AdapterFile & { result: TrainResult }> {
   // 1. Distillation with exact gradients in TensorFlow.js.
-  const result = trainAdapter(decoder, data.train.samples, data.validation.samples, options);
+  const result = trainInStages(decoder, data, options);
 
   // 2. Held-out fidelity through the runtime that serves packets, and the gate.
-  const vectors = makeAdapterVectors(options.id, options.variant, result.header, result.trailer, engine.arch.hiddenSize);
+  const vectors = result.headerKv
+    ? makeKvAdapterVectors(options.id, headerKvCache(result.headerKv, engine.layout))
+    : makeAdapterVectors(options.id, options.variant, result.header, result.trailer, engine.arch.hiddenSize);
   const { fidelity, gate } = await evaluateHeldOut(engine, vectors, data.heldOut, onEvaluation);
 
   // 3. What the file records about the run.
@@ -47,7 +50,7 @@ export async function trainAndEvaluateAdapter(
         batchSize: options.batchSize,
         learningRate: options.learningRate,
         schedule: options.schedule ?? 'cosine',
-        init: options.init ?? 'bos',
+        init: describeInit(options),
         seed: options.seed,
         weightDecay: options.weightDecay ?? 0,
         durationMs: Math.round(result.durationMs),
@@ -58,6 +61,40 @@ export async function trainAndEvaluateAdapter(
       createdAt: new Date().toISOString(),
     },
   };
+}
+
+/**
+ * A conditioned-kv header trained from the start learns far slower than one that starts from a
+ * trained conditioned header's cache, so without `initHeader` the conditioned header is trained
+ * first with the same settings; the result reports both stages' steps and time.
+ */
+function trainInStages(decoder: TfDecoder, data: TrainingData, options: TrainOptions): TrainResult {
+  if (options.variant !== 'conditioned-kv' || options.initHeader) {
+    return trainAdapter(decoder, data.train.samples, data.validation.samples, options);
+  }
+  const total = options.steps * 2;
+  const first = trainAdapter(decoder, data.train.samples, data.validation.samples, {
+    ...options,
+    variant: 'conditioned',
+    onStep: (progress) => options.onStep?.({ ...progress, steps: total }),
+  });
+  const second = trainAdapter(decoder, data.train.samples, data.validation.samples, {
+    ...options,
+    initHeader: first.header,
+    onStep: (progress) => options.onStep?.({ ...progress, step: first.steps + progress.step, steps: total }),
+  });
+  return { ...second, steps: first.steps + second.steps, bestStep: first.steps + second.bestStep, durationMs: first.durationMs + second.durationMs };
+}
+
+function describeInit(options: TrainOptions): string {
+  const init = options.init ?? 'bos';
+  if (options.variant !== 'conditioned-kv') return init;
+  return options.initHeader ? 'cache of given header vectors' : `cache of a conditioned header trained first (${init} init)`;
+}
+
+function headerKvCache(weights: HeaderKvWeights, layout: KvLayout): KvCache {
+  const length = weights.keys[0].length / (layout.numKvHeads * layout.headDim);
+  return new KvCache(layout, length, weights.keys, weights.values);
 }
 
 /** Keeps at most 50 evenly spaced points of the loss curve, the last one included. */

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { AdapterVariant } from '../adapter-vectors.js';
 import type { FidelitySample } from './samples-types.js';
-import { concatBatchKv, rotateKeysByRow, type BatchKv, type TfDecoder } from './tf-decoder.js';
+import { concatBatchKv, rotateKeysByRow, type BatchKv, type LayerKv, type TfDecoder } from './tf-decoder.js';
 
 /**
  * The student of adapter distillation in TensorFlow.js: the same cache that `packets/prefill.ts`
@@ -14,13 +14,18 @@ import { concatBatchKv, rotateKeysByRow, type BatchKv, type TfDecoder } from './
  * the end and padding is masked out.
  */
 
-/** Adapter vectors as tensors; `header`/`trailer` may be `tf.Variable`s under training. */
+/** An adapter as tensors; any of them may be `tf.Variable`s under training. */
 export interface StudentAdapter {
   variant: AdapterVariant;
-  /** `[headerLength, hidden]`. */
-  header: tf.Tensor2D;
+  /** `[headerLength, hidden]`; absent for conditioned-kv. */
+  header?: tf.Tensor2D;
   /** `[trailerLength, hidden]`; ignored by the conditioned variant. */
   trailer?: tf.Tensor2D;
+  /**
+   * Conditioned-kv: per layer, `[1, kv_heads, headerLength, head_dim]` keys and values that the
+   * chunk attends to, in place of a header prefilled from vectors.
+   */
+  headerKv?: LayerKv[];
 }
 
 /** Logits `[samples, answerLength, vocab]` the student assigns at the teacher's answer positions. */
@@ -74,7 +79,7 @@ function packetLayout(batch: readonly FidelitySample[], adapter: StudentAdapter 
   const samples = batch.length;
   const slots = Math.max(...batch.map((sample) => sample.chunks.length));
   const maxChunk = Math.max(...batch.flatMap((sample) => sample.chunks.map((chunk) => chunk.length)));
-  const headerLength = adapter ? adapter.header.shape[0] : 0;
+  const headerLength = adapter?.headerKv ? adapter.headerKv[0].keys.shape[2] : (adapter?.header?.shape[0] ?? 0);
   const trailerLength = adapter?.variant === 'reference' && adapter.trailer ? adapter.trailer.shape[0] : 0;
   // The reference packet keeps its header and trailer entries; the conditioned one drops the header.
   const kept = adapter?.variant === 'reference' ? headerLength + trailerLength : 0;
@@ -109,7 +114,10 @@ function prefillPackets(decoder: TfDecoder, batch: readonly FidelitySample[], ad
     sample.chunks.forEach((chunk, c) => decoder.writeEmbeddings(chunk, chunkEmbeddings, (b * slots + c) * maxChunk * hidden)),
   );
   let embeddings: tf.Tensor3D = tf.tensor3d(chunkEmbeddings, [rows, maxChunk, hidden]);
-  if (adapter && headerLength > 0) {
+  if (adapter?.headerKv) {
+    return prefillAfterHeaderKv(decoder, embeddings, adapter.headerKv, layout);
+  }
+  if (adapter?.header && headerLength > 0) {
     embeddings = tf.concat([broadcastRows(adapter.header, rows), embeddings], 1);
   }
   const width = headerLength + maxChunk;
@@ -135,6 +143,35 @@ function prefillPackets(decoder: TfDecoder, batch: readonly FidelitySample[], ad
   }
 
   // 3. Re-rotation to the global offsets; values carry no position.
+  return {
+    ...packet,
+    layers: packet.layers.map((layer) => ({ keys: rotateKeysByRow(layer.keys, deltas, decoder.arch), values: layer.values })),
+  };
+}
+
+/**
+ * The conditioned-kv packet: the chunk at positions `headerLength..` attends to the learned
+ * header entries, which are not part of the result; keys are then re-rotated to the offsets.
+ */
+function prefillAfterHeaderKv(decoder: TfDecoder, embeddings: tf.Tensor3D, headerKv: LayerKv[], layout: PacketLayout): BatchKv {
+  const { samples, slots, maxChunk, headerLength, chunkLengths, offsets } = layout;
+  const rows = samples * slots;
+  const valid = new Uint8Array(rows * maxChunk);
+  const positions = new Int32Array(rows * maxChunk);
+  const deltas = new Int32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    valid.fill(1, r * maxChunk, r * maxChunk + chunkLengths[r]);
+    for (let i = 0; i < maxChunk; i++) positions[r * maxChunk + i] = headerLength + i;
+    deltas[r] = offsets[r] - headerLength;
+  }
+  const broadcast = (t: tf.Tensor4D) => tf.add(tf.zeros([rows, ...t.shape.slice(1)]), t) as tf.Tensor4D;
+  const past: BatchKv = {
+    layers: headerKv.map((layer) => ({ keys: broadcast(layer.keys), values: broadcast(layer.values) })),
+    valid: new Uint8Array(rows * headerLength).fill(1),
+    rows,
+    length: headerLength,
+  };
+  const packet = decoder.forward({ embeddings, positions, valid, past }).kv;
   return {
     ...packet,
     layers: packet.layers.map((layer) => ({ keys: rotateKeysByRow(layer.keys, deltas, decoder.arch), values: layer.values })),

@@ -32,6 +32,11 @@ export interface TrainOptions {
   /** Learning-rate schedule over the steps. Default `cosine` (to 10% of the peak). */
   schedule?: 'constant' | 'cosine';
   init?: AdapterInit;
+  /**
+   * `[headerLength, hidden]` starting header vectors instead of `init` (such as a trained
+   * conditioned adapter's, to start a conditioned-kv header from its cache).
+   */
+  initHeader?: Float32Array;
   /** Seed of the initial vectors and the batch order. */
   seed: number;
   /** Steps between validation evaluations; the vectors with the lowest validation KL are returned. */
@@ -60,8 +65,11 @@ export interface LossPoint {
 }
 
 export interface TrainResult {
+  /** `[headerLength, hidden]`; empty for conditioned-kv. */
   header: Float32Array;
   trailer: Float32Array;
+  /** The trained header cache of a conditioned-kv adapter. */
+  headerKv?: HeaderKvWeights;
   /** Steps run (fewer than requested after an early stop). */
   steps: number;
   /** Step whose vectors were kept (lowest validation KL); 0 means the initial vectors. */
@@ -72,29 +80,26 @@ export interface TrainResult {
   durationMs: number;
 }
 
+/** Per layer `[kv_heads * headerLength * head_dim]` keys and values of a conditioned-kv header. */
+export interface HeaderKvWeights {
+  keys: Float32Array[];
+  values: Float32Array[];
+}
+
 /** Trains adapter vectors on `train` and selects them on `validation`. */
 export function trainAdapter(decoder: TfDecoder, train: readonly FidelitySample[], validation: readonly FidelitySample[], options: TrainOptions): TrainResult {
   validateTrainOptions(options, train.length);
   const began = performance.now();
-  const hidden = decoder.arch.hiddenSize;
   const random = new SeededRandom(options.seed);
-  const trailerLength = options.variant === 'reference' ? options.trailerLength : 0;
-  const init = initialVectors(decoder, options.headerLength + trailerLength, options.init ?? 'bos', random);
-  const header = tf.variable(tf.tensor2d(init.subarray(0, options.headerLength * hidden), [options.headerLength, hidden]));
-  const trailer = trailerLength > 0 ? tf.variable(tf.tensor2d(init.subarray(options.headerLength * hidden), [trailerLength, hidden])) : undefined;
-  const variables = trailer ? [header, trailer] : [header];
+  const trainable = createTrainable(decoder, options, random);
+  const { adapter, variables } = trainable;
   const optimizer = new AdamW(variables.map((v) => v.size), options.learningRate, options.weightDecay ?? 0);
-  const adapter: StudentAdapter = { variant: options.variant, header, trailer };
   const evaluateEvery = options.evaluateEvery ?? Math.max(1, Math.floor(options.steps / 20));
   const patience = options.patience ?? 0;
 
   try {
     const initialValidationKl = meanKl(decoder, validation, adapter, options.batchSize);
-    const snapshot = () => ({
-      header: Float32Array.from(header.dataSync()),
-      trailer: trailer ? Float32Array.from(trailer.dataSync()) : new Float32Array(0),
-    });
-    let best = { step: 0, kl: initialValidationKl, ...snapshot() };
+    let best = { step: 0, kl: initialValidationKl, ...trainable.snapshot() };
     const lossCurve: LossPoint[] = [];
     const batches = batchOrder(train.length, options.batchSize, random);
     let sinceLastPoint: number[] = [];
@@ -112,7 +117,7 @@ export function trainAdapter(decoder: TfDecoder, train: readonly FidelitySample[
         lossCurve.push({ step, trainKl: mean(sinceLastPoint), validationKl });
         sinceLastPoint = [];
         if (validationKl < best.kl) {
-          best = { step, kl: validationKl, ...snapshot() };
+          best = { step, kl: validationKl, ...trainable.snapshot() };
           stale = 0;
         } else if (patience > 0 && ++stale >= patience) {
           options.onStep?.({ step, steps: options.steps, loss, validationKl });
@@ -124,6 +129,7 @@ export function trainAdapter(decoder: TfDecoder, train: readonly FidelitySample[
     return {
       header: best.header,
       trailer: best.trailer,
+      headerKv: best.headerKv,
       steps: step,
       bestStep: best.step,
       bestValidationKl: best.kl,
@@ -132,8 +138,70 @@ export function trainAdapter(decoder: TfDecoder, train: readonly FidelitySample[
       durationMs: performance.now() - began,
     };
   } finally {
-    tf.dispose(variables);
+    trainable.dispose();
   }
+}
+
+/** The student adapter under training, its variables, and a copy of their current values. */
+interface Trainable {
+  adapter: StudentAdapter;
+  variables: tf.Variable[];
+  snapshot(): { header: Float32Array; trailer: Float32Array; headerKv?: HeaderKvWeights };
+  dispose(): void;
+}
+
+function createTrainable(decoder: TfDecoder, options: TrainOptions, random: SeededRandom): Trainable {
+  const hidden = decoder.arch.hiddenSize;
+  const trailerLength = options.variant === 'reference' ? options.trailerLength : 0;
+  const init = options.initHeader ?? initialVectors(decoder, options.headerLength + trailerLength, options.init ?? 'bos', random);
+  if (options.variant === 'conditioned-kv') {
+    return trainableHeaderKv(decoder, tf.tensor2d(init.subarray(0, options.headerLength * hidden), [options.headerLength, hidden]));
+  }
+  const header = tf.variable(tf.tensor2d(init.subarray(0, options.headerLength * hidden), [options.headerLength, hidden]));
+  const trailer = trailerLength > 0 ? tf.variable(tf.tensor2d(init.subarray(options.headerLength * hidden), [trailerLength, hidden])) : undefined;
+  const variables = trailer ? [header, trailer] : [header];
+  return {
+    adapter: { variant: options.variant, header, trailer },
+    variables,
+    snapshot: () => ({
+      header: Float32Array.from(header.dataSync()),
+      trailer: trailer ? Float32Array.from(trailer.dataSync()) : new Float32Array(0),
+    }),
+    dispose: () => tf.dispose(variables),
+  };
+}
+
+/**
+ * The conditioned-kv header starts as the cache of `vectors` prefilled at positions 0.. and every
+ * layer's keys and values are trained, except the last layer's: a layer's packet entries come from
+ * that layer's input, so the last layer's header entries cannot influence any packet and stay fixed.
+ */
+function trainableHeaderKv(decoder: TfDecoder, vectors: tf.Tensor2D): Trainable {
+  const [length, hidden] = vectors.shape;
+  const layers = tf.tidy(() => {
+    const positions = Int32Array.from({ length }, (_, i) => i);
+    const kv = decoder.forward({ embeddings: tf.reshape(vectors, [1, length, hidden]) as tf.Tensor3D, positions }).kv;
+    return kv.layers.map((layer) => ({ keys: tf.keep(layer.keys), values: tf.keep(layer.values) }));
+  });
+  vectors.dispose();
+  const last = layers.length - 1;
+  const headerKv = layers.map((layer, index) =>
+    index === last ? layer : { keys: tf.variable(layer.keys), values: tf.variable(layer.values) },
+  );
+  const variables = headerKv.slice(0, last).flatMap((layer) => [layer.keys, layer.values]) as tf.Variable[];
+  return {
+    adapter: { variant: 'conditioned-kv', headerKv },
+    variables,
+    snapshot: () => ({
+      header: new Float32Array(0),
+      trailer: new Float32Array(0),
+      headerKv: {
+        keys: headerKv.map((layer) => Float32Array.from(layer.keys.dataSync())),
+        values: headerKv.map((layer) => Float32Array.from(layer.values.dataSync())),
+      },
+    }),
+    dispose: () => tf.dispose([...layers.flatMap((layer) => [layer.keys, layer.values]), ...variables]),
+  };
 }
 
 /**

@@ -72,6 +72,40 @@ describe('kvpack adapter commands', () => {
     expect(JSON.parse(importedMeta.fidelity).adapterMeanKl).toBeCloseTo(JSON.parse(stored.metadata.fidelity).adapterMeanKl, 6);
   });
 
+  it('trains a conditioned-kv header, with or without a conditioned start', async () => {
+    const model = testModelDir('stories260K');
+    const tiny = ['--header', '2', '--steps', '2', '--batch', '2', '--train-samples', '4', '--validation-samples', '3', '--eval-every', '1'];
+    const small = ['--test-samples', '3', '--chunks', '2'];
+    const start = path.join(dir, 'start.safetensors');
+    await kvpack(['adapter', 'train', '--model', model, '--variant', 'conditioned', ...tiny, ...small, '--out', start]);
+
+    const fromFile = path.join(dir, 'from-file.safetensors');
+    const warm = await kvpack(['adapter', 'train', '--model', model, '--variant', 'conditioned-kv', '--init-from', start, ...tiny, ...small, '--out', fromFile]);
+    expect(warm.stdout).toContain(`Wrote ${fromFile}: conditioned-kv adapter from-file, 2 header entries per layer, 2 steps`);
+    const stored = decodeSafetensors(readFileSync(fromFile), fromFile);
+    // stories260K: 5 layers, 4 KV heads of 8 dimensions.
+    expect(stored.tensors.get('header_keys')?.shape).toEqual([5, 4, 2, 8]);
+    expect(stored.tensors.get('header_values')?.shape).toEqual([5, 4, 2, 8]);
+    expect(stored.tensors.has('header')).toBe(false);
+    expect(JSON.parse(stored.metadata.training).init).toBe('cache of given header vectors');
+
+    // Without --init-from a conditioned header is trained first, so the steps of both stages count.
+    const twoStage = path.join(dir, 'two-stage.safetensors');
+    const cold = await kvpack(['adapter', 'train', '--model', model, '--variant', 'conditioned-kv', ...tiny, ...small, '--out', twoStage]);
+    expect(cold.stdout).toContain(`Wrote ${twoStage}: conditioned-kv adapter two-stage, 2 header entries per layer, 4 steps`);
+    expect(JSON.parse(decodeSafetensors(readFileSync(twoStage), twoStage).metadata.training).init).toBe('cache of a conditioned header trained first (bos init)');
+
+    const evaluated = await kvpack(['adapter', 'eval', '--model', model, '--adapter', fromFile, '--samples', '3', '--chunks', '2']);
+    expect(evaluated.stdout).toMatch(/\| 2 \| conditioned-kv \(2 per layer\) \| 3 \|/);
+
+    const wrong = await kvpack(['adapter', 'train', '--model', model, '--variant', 'conditioned', '--init-from', start, ...tiny, '--out', path.join(dir, 'x.safetensors')]).then(
+      () => undefined,
+      (error: { stderr: string; code: number }) => error,
+    );
+    expect(wrong?.code).toBe(1);
+    expect(wrong?.stderr).toContain('--init-from applies to --variant conditioned-kv only, got --variant conditioned.');
+  });
+
   it('eval rejects an adapter of another model', async () => {
     const out = path.join(dir, 'foreign.safetensors');
     writeForeignAdapter(out);

@@ -2,14 +2,15 @@ import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SeededRandom } from '../../../common/random.js';
 import { InferenceEngine } from '../../../inference/engine.js';
-import { makeAdapterVectors } from '../../../packets/adapter.js';
+import { KvCache } from '../../../inference/kv-cache.js';
+import { makeAdapterVectors, makeKvAdapterVectors } from '../../../packets/adapter.js';
 import type { AdapterVariant } from '../../../packets/adapter-vectors.js';
 import { studentAnswer } from '../../../packets/training/fidelity.js';
 import { splitIntoChunks, withTeacherAnswer } from '../../../packets/training/samples.js';
 import type { FidelitySample } from '../../../packets/training/samples-types.js';
 import { TfDecoder } from '../../../packets/training/tf-decoder.js';
 import { distillationLoss, studentLogits, type StudentAdapter } from '../../../packets/training/tf-student.js';
-import { AdamW, trainingStep } from '../../../packets/training/train.js';
+import { AdamW, meanKl, trainAdapter, trainingStep } from '../../../packets/training/train.js';
 import { testModelDir, type TestModel } from '../../helpers/models.js';
 
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -97,6 +98,33 @@ describe('tfjs student on stories260K', () => {
     expect(diff).toBeLessThan(1e-4);
   });
 
+  it('conditioned-kv splice matches the ONNX runtime', async ({ annotate }) => {
+    const { numLayers, numKvHeads, headDim } = engine.layout;
+    const random = new SeededRandom(12);
+    const entries = 3;
+    const layerOf = () => Float32Array.from({ length: numKvHeads * entries * headDim }, () => random.nextNormal() * 0.5);
+    const headerKv = new KvCache(engine.layout, entries, Array.from({ length: numLayers }, layerOf), Array.from({ length: numLayers }, layerOf));
+    const adapter = makeKvAdapterVectors('test-kv', headerKv);
+    const shape: [number, number, number, number] = [1, numKvHeads, entries, headDim];
+    const studentAdapter: StudentAdapter = {
+      variant: 'conditioned-kv',
+      headerKv: headerKv.keys.map((keys, layer) => ({ keys: tf.tensor4d(keys, shape), values: tf.tensor4d(headerKv.values[layer], shape) })),
+    };
+    const logits = tf.tidy(() => studentLogits(decoder, samples, studentAdapter));
+    const batched = logits.dataSync();
+    logits.dispose();
+    tf.dispose((studentAdapter.headerKv ?? []).flatMap((layer) => [layer.keys, layer.values]));
+
+    const rowSize = samples[0].teacherTokens.length * engine.arch.vocabSize;
+    let diff = 0;
+    for (let b = 0; b < samples.length; b++) {
+      const runtime = await studentAnswer(engine, samples[b], { kind: 'adapter', adapter });
+      diff = Math.max(diff, maxAbsDiff(batched.subarray(b * rowSize, (b + 1) * rowSize), runtime.logits));
+    }
+    await annotate(`conditioned-kv: max abs logit difference ${diff.toExponential(2)} over ${samples.length} samples of 2 and 3 chunks`);
+    expect(diff).toBeLessThan(1e-4);
+  });
+
   it('gradient matches finite differences', async ({ annotate }) => {
     // Reference variant, so the gradient flows through the chunk pass, the trailer pass and the question.
     const hidden = engine.arch.hiddenSize;
@@ -144,6 +172,27 @@ describe('tfjs student on stories260K', () => {
       await annotate(`${variant}: batch KL ${before.toFixed(5)} before the step, ${after.toFixed(5)} after`);
       expect(after).toBeLessThan(before);
     }
+  });
+
+  it('trains a conditioned-kv header from conditioned vectors', async ({ annotate }) => {
+    const hidden = engine.arch.hiddenSize;
+    const initHeader = randomVectors(new SeededRandom(9), 4, hidden, 0.3);
+    const options = { variant: 'conditioned-kv', headerLength: 4, trailerLength: 0, batchSize: 4, learningRate: 0.01, seed: 1, evaluateEvery: 1, initHeader } as const;
+    const untrained = trainAdapter(decoder, samples, samples, { ...options, steps: 1, learningRate: 1e-12 });
+    const trained = trainAdapter(decoder, samples, samples, { ...options, steps: 3 });
+    // The start is the cache of the given vectors, so its KL equals the conditioned student's.
+    const conditioned = { variant: 'conditioned', header: tf.tensor2d(initHeader, [4, hidden]) } as const;
+    const conditionedKl = meanKl(decoder, samples, conditioned, 4);
+    conditioned.header.dispose();
+    await annotate(`validation KL: conditioned vectors ${conditionedKl.toFixed(5)}, their cache ${untrained.initialValidationKl.toFixed(5)}, after 3 steps ${trained.bestValidationKl.toFixed(5)}`);
+    expect(Math.abs(untrained.initialValidationKl - conditionedKl)).toBeLessThan(1e-6);
+    expect(trained.bestValidationKl).toBeLessThan(trained.initialValidationKl);
+    const { numLayers, numKvHeads, headDim } = engine.layout;
+    expect(trained.headerKv?.keys).toHaveLength(numLayers);
+    expect(trained.headerKv?.keys[0]).toHaveLength(numKvHeads * 4 * headDim);
+    // The last layer cannot influence a packet, so it keeps its starting entries.
+    expect(Array.from(trained.headerKv?.keys[numLayers - 1] ?? [])).toEqual(Array.from(untrained.headerKv?.keys[numLayers - 1] ?? []));
+    expect(trained.header).toHaveLength(0);
   });
 });
 
