@@ -50,7 +50,7 @@ describe('time to first token harness on stories260K', () => {
     // 2 × 32-token and 3 × 48-token chunks, each as a naive and an adapter packet.
     expect(result.packetBuild.packets).toBe(10);
     expect(result.packetBuild.tokens).toBe(2 * (2 * 32 + 3 * 48));
-    expect(result.adapterNote).toMatch(/shipped adapter stories260k-conditioned/);
+    expect(result.adapterNote).toMatch(/shipped adapter stories260k-conditioned-kv /);
   });
 
   it('renders tables with one row per point and plot series per case', () => {

@@ -15,7 +15,7 @@ import { testModelDir } from '../../helpers/models.js';
 import { requireSharedDir } from '../../helpers/shared.js';
 
 /** The adapter that `kvpack ingest` builds packets with by default for stories260K. */
-const SHIPPED_ADAPTER = 'stories260k-conditioned';
+const SHIPPED_ADAPTER = 'stories260k-conditioned-kv';
 
 interface RunResult {
   code: number | null;

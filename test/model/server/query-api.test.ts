@@ -150,7 +150,7 @@ describe('POST /v1/query', () => {
     expect(packet.tokens.prefillComputeAvoided).toBeCloseTo(packet.tokens.prefillTokensAvoided / packet.tokens.contextTokens, 10);
     expect(packet.packetsRebuilt).toEqual([]);
     // The shipped adapter for stories260K passed its held-out gate, so packet splices its packets.
-    expect(packet.adapterId).toBe('stories260k-conditioned');
+    expect(packet.adapterId).toBe('stories260k-conditioned-kv');
     expect(full.adapterId).toBe('none');
   });
 
@@ -232,7 +232,7 @@ describe('DELETE /v1/documents/:id', () => {
       expect(store.catalog.getChunk(chunkId), chunkId).toBeUndefined();
       expect(await store.packets.has({ chunkId, adapterId: 'none', kind: 'full' }), chunkId).toBe(false);
       expect(await store.packets.has({ chunkId, adapterId: 'none', kind: 'summary' }), chunkId).toBe(false);
-      expect(await store.packets.has({ chunkId, adapterId: 'stories260k-conditioned', kind: 'full' }), chunkId).toBe(false);
+      expect(await store.packets.has({ chunkId, adapterId: 'stories260k-conditioned-kv', kind: 'full' }), chunkId).toBe(false);
       expect(store.index.has(labels.get(chunkId)!), chunkId).toBe(false);
     }
     const listed = (await (await fetch(`${running.url}/v1/documents`)).json()) as { documents: DocumentRecord[] };
@@ -311,8 +311,8 @@ describe('status routes', () => {
     expect(body.model.maxPositions).toBe(512);
     expect(body.store.chunks).toBeGreaterThan(200);
     expect(body.generations.capacity).toBe(4);
-    expect(body.packetStrategy.adapter).toBe('stories260k-conditioned');
-    expect(body.packetStrategy.variant).toBe('conditioned');
+    expect(body.packetStrategy.adapter).toBe('stories260k-conditioned-kv');
+    expect(body.packetStrategy.variant).toBe('conditioned-kv');
     expect(body.packetStrategy.reason).toMatch(/is the default: held-out KL 0\.\d+ against naive concatenation's 0\.\d+/);
   });
 

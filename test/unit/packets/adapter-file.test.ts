@@ -441,8 +441,8 @@ describe('resolveAdapter', () => {
 
   it('takes the shipped default', () => {
     const resolved = resolveAdapter(undefined, shippedModel());
-    expect(resolved.vectors?.id).toBe('stories260k-conditioned');
-    expect(resolved.reason).toMatch(/^Adapter stories260k-conditioned \(conditioned\) is the default/);
+    expect(resolved.vectors?.id).toBe('stories260k-conditioned-kv');
+    expect(resolved.reason).toMatch(/^Adapter stories260k-conditioned-kv \(conditioned-kv\) is the default/);
   });
 
   it('none disables adapters', () => {
