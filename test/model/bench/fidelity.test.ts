@@ -5,10 +5,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { measureFidelity } from '../../../bench/suite/fidelity.js';
 import type { ReportSection } from '../../../bench/suite/report-types.js';
 import { InferenceEngine } from '../../../inference/engine.js';
-import { resolveAdapter } from '../../../packets/adapter.js';
+import { expectedModelOf, resolveAdapter } from '../../../packets/adapter.js';
 import { testModelDir } from '../../helpers/models.js';
 
-const strategies = ['full', 'prefix', 'naive', 'epic-4', 'packet: conditioned (8+0)'];
+const strategies = ['full', 'prefix', 'naive', 'epic-4', 'packet: conditioned-kv (8 per layer)'];
 const chunkCounts = ['2', '3', '4'];
 
 describe('measureFidelity on stories260K, quick', () => {
@@ -21,8 +21,8 @@ describe('measureFidelity on stories260K, quick', () => {
   beforeAll(async () => {
     engine = await InferenceEngine.load(testModelDir('stories260K'));
     scratchDir = mkdtempSync(path.join(tmpdir(), 'kvpack-fidelity-suite-'));
-    const resolved = resolveAdapter(undefined, { modelFingerprint: engine.modelFingerprint, hiddenSize: engine.arch.hiddenSize });
-    expect(resolved.vectors?.variant).toBe('conditioned');
+    const resolved = resolveAdapter(undefined, expectedModelOf(engine));
+    expect(resolved.vectors?.variant).toBe('conditioned-kv');
     adapterReason = resolved.reason;
     section = await measureFidelity(engine, {
       quick: true,

@@ -359,7 +359,7 @@ describe('kvpack adapter import --variant conditioned-kv', () => {
     expect(loaded.vectors.fingerprint).toBe(kv.fingerprint);
     expect(loaded.metadata.trainingData).toBe('imported vectors (from bare.safetensors)');
     expect(loaded.metadata.fidelity?.byChunkCount.map((entry) => entry.chunks)).toEqual([2]);
-    expect(loaded.metadata.fidelity?.byChunkCount[0].adapter.strategy).toBe(`conditioned-kv (${HEADER_LENGTH}+0)`);
+    expect(loaded.metadata.fidelity?.byChunkCount[0].adapter.strategy).toBe(`conditioned-kv (${HEADER_LENGTH} per layer)`);
     const stored = decodeSafetensors(readFileSync(out), out);
     const { numLayers, numKvHeads, headDim } = engine.layout;
     expect(stored.tensors.get('header_keys')?.shape).toEqual([numLayers, numKvHeads, HEADER_LENGTH, headDim]);
