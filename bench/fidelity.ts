@@ -8,16 +8,19 @@
  * Run: npx tsx bench/fidelity.ts [--seeds 1,2,3] [--variants conditioned,conditioned-kv,reference] [--steps 340]
  *      [--header 8] [--trailer 8] [--train-samples 400] [--train-chunks 2,3,4] [--test-samples 100]
  *      [--validation-samples 144] [--epic 4,8,16] [--lr 0.02] [--save-best FILE] [--save-dir DIR]
+ *      [--init-dir DIR] [--single-header]
  * --save-best writes the run with the lowest held-out KL; --save-dir writes every run as
  * <variant>-seed<N>.safetensors. A conditioned-kv run starts from the same seed's conditioned
- * header when that variant runs too, and its steps and time include that stage.
+ * header when that variant runs too, and its steps and time include that stage; --init-dir DIR
+ * takes that header from DIR/conditioned-seed<N>.safetensors instead. Conditioned-kv trains a
+ * second header for the first slot unless --single-header is given.
  * One training run took 4.5 to 6 minutes on a 2-core AMD EPYC, plus data generation on first use.
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fidelityTable } from '../cli/commands/adapter.js';
 import { InferenceEngine } from '../inference/engine.js';
-import { writeAdapterFile, type AdapterFile } from '../packets/adapter.js';
+import { expectedModelOf, loadAdapter, writeAdapterFile, type AdapterFile } from '../packets/adapter.js';
 import type { AdapterVariant } from '../packets/adapter-vectors.js';
 import { evaluateFidelity, gapRecovered, type FidelityReport } from '../packets/training/fidelity.js';
 import { loadHeldOutSets, type HeldOutSet } from '../packets/training/held-out.js';
@@ -54,6 +57,8 @@ async function main(): Promise<void> {
       epic: { type: 'string', default: '4,8,16' },
       'save-best': { type: 'string' },
       'save-dir': { type: 'string' },
+      'init-dir': { type: 'string' },
+      'single-header': { type: 'boolean', default: false },
     },
   });
   const seeds = list(values.seeds).map(Number);
@@ -87,7 +92,8 @@ async function main(): Promise<void> {
         const trained = await trainAndEvaluateAdapter(engine, decoder, { train, validation, heldOut }, {
           id: `stories260k-${variant}`,
           variant,
-          initHeader: stage?.file.vectors.header,
+          initHeader: stage?.file.vectors.header ?? savedConditionedHeader(values['init-dir'], variant, seed, engine),
+          firstSlotHeader: variant === 'conditioned-kv' && !values['single-header'],
           headerLength: Number(values.header),
           trailerLength: variant === 'reference' ? Number(values.trailer) : 0,
           steps: Number(values.steps),
@@ -148,6 +154,12 @@ async function measureBaselines(engine: InferenceEngine, heldOut: HeldOutSet[], 
     baselines.set(set.chunks, rows);
   }
   return baselines;
+}
+
+/** The header of `<dir>/conditioned-seed<N>.safetensors`, written by an earlier `--save-dir` run, as a conditioned-kv start. */
+function savedConditionedHeader(dir: string | undefined, variant: AdapterVariant, seed: number, engine: InferenceEngine): Float32Array | undefined {
+  if (dir === undefined || variant !== 'conditioned-kv') return undefined;
+  return loadAdapter(path.join(dir, `conditioned-seed${seed}.safetensors`), expectedModelOf(engine)).vectors.header;
 }
 
 function meanSpread(values: number[], digits: number, scale = 1): string {

@@ -1,6 +1,6 @@
 import type { InferenceEngine } from '../inference/engine.js';
 import type { Tokenizer } from '../inference/tokenizer.js';
-import type { AdapterVectors } from '../packets/adapter-vectors.js';
+import { packetAdapters, type AdapterVectors } from '../packets/adapter-vectors.js';
 import { buildPacket } from '../packets/build.js';
 import type { PacketKind } from '../packets/packet.js';
 import type { PacketStore } from '../packets/store.js';
@@ -50,8 +50,9 @@ export interface SummaryOptions {
 /**
  * Builds the naive full packet of each chunk and the naive packet of its extractive summary. With
  * the `surprisal` summary method, the sentences are scored by the model's surprisal from the full
- * packet's own prefill. With adapters, the chunk and its summary also get a packet per adapter:
- * `naive` and `epic` splice the naive ones, `packet` the adapter's. Packets are stored before the
+ * packet's own prefill. With adapters, the chunk and its summary also get a packet per adapter
+ * (two for a conditioned-kv adapter with a first-slot header): `naive` and `epic` splice the naive
+ * ones, `packet` the adapter's. Packets are stored before the
  * caller commits the chunk, so a committed chunk always has its packets.
  */
 export class PacketChunkProcessor implements ChunkProcessor {
@@ -59,8 +60,13 @@ export class PacketChunkProcessor implements ChunkProcessor {
     private readonly engine: InferenceEngine,
     private readonly packets: PacketStore,
     private readonly summary: SummaryOptions,
-    private readonly adapters: readonly AdapterVectors[] = [],
-  ) {}
+    adapters: readonly AdapterVectors[] = [],
+  ) {
+    this.adapters = adapters.flatMap(packetAdapters);
+  }
+
+  /** The adapters to build packets with, first-slot adapters included. */
+  private readonly adapters: readonly AdapterVectors[];
 
   async process(job: ChunkJob): Promise<ChunkArtifacts> {
     const { engine } = this;

@@ -11,15 +11,40 @@ import type { Float32Tensor } from './safetensors.js';
 
 export const HEADER_KEYS_TENSOR = 'header_keys';
 export const HEADER_VALUES_TENSOR = 'header_values';
+/** The optional first-slot header cache of a conditioned-kv adapter uses these names with this prefix. */
+export const FIRST_SLOT_PREFIX = 'first_';
 
 /** Stacks the layers of a header cache into the two `[layers, kv_heads, P, head_dim]` tensors. */
-export function headerKvTensors(headerKv: KvCache): Map<string, Float32Tensor> {
+export function headerKvTensors(headerKv: KvCache, prefix = ''): Map<string, Float32Tensor> {
   const { numLayers, numKvHeads, headDim } = headerKv.layout;
   const shape = [numLayers, numKvHeads, headerKv.length, headDim];
   return new Map<string, Float32Tensor>([
-    [HEADER_KEYS_TENSOR, { shape, data: concatFloat32(headerKv.keys) }],
-    [HEADER_VALUES_TENSOR, { shape: [...shape], data: concatFloat32(headerKv.values) }],
+    [prefix + HEADER_KEYS_TENSOR, { shape, data: concatFloat32(headerKv.keys) }],
+    [prefix + HEADER_VALUES_TENSOR, { shape: [...shape], data: concatFloat32(headerKv.values) }],
   ]);
+}
+
+/** Reads the first-slot header cache (`first_header_keys`, `first_header_values`), or undefined when the file has none. */
+export function readFirstSlotHeaderKv(tensors: ReadonlyMap<string, Float32Tensor>, file: string, expectedLayout?: KvLayout): KvCache | undefined {
+  const keys = FIRST_SLOT_PREFIX + HEADER_KEYS_TENSOR;
+  const values = FIRST_SLOT_PREFIX + HEADER_VALUES_TENSOR;
+  if (!tensors.has(keys) && !tensors.has(values)) {
+    return undefined;
+  }
+  const missing = tensors.has(keys) ? values : keys;
+  if (!tensors.has(keys) || !tensors.has(values)) {
+    throw new KvpackError(
+      'ADAPTER_INVALID',
+      `${file} has no tensor named ${missing}; a first-slot header needs both ${keys} and ${values} of shape [layers, kv_heads, P, head_dim], or neither.`,
+      { file },
+    );
+  }
+  const renamed = new Map<string, Float32Tensor>();
+  const keysTensor = tensors.get(keys);
+  const valuesTensor = tensors.get(values);
+  if (keysTensor) renamed.set(HEADER_KEYS_TENSOR, keysTensor);
+  if (valuesTensor) renamed.set(HEADER_VALUES_TENSOR, valuesTensor);
+  return readHeaderKv(renamed, `${file} (first-slot header)`, expectedLayout);
 }
 
 /**

@@ -31,4 +31,20 @@ export interface AdapterVectors {
    * values depend only on that layer's input, but they are kept so the header is a complete cache.
    */
   headerKv?: KvCache;
+  /**
+   * Conditioned-kv only: the adapter whose packets serve a chunk placed directly after the
+   * preamble, where the context before the chunk is the same for every query. Its id is this
+   * adapter's id plus `-first`, so its packets are stored beside the others.
+   */
+  firstSlot?: AdapterVectors;
+}
+
+/** Returns the adapter whose packet the chunk at context position `slot` (0 = first) splices. */
+export function adapterForSlot(adapter: AdapterVectors | undefined, slot: number): AdapterVectors | undefined {
+  return slot === 0 && adapter?.firstSlot ? adapter.firstSlot : adapter;
+}
+
+/** Returns every adapter that a chunk needs a packet of: the adapter and its first-slot adapter. */
+export function packetAdapters(adapter: AdapterVectors): AdapterVectors[] {
+  return adapter.firstSlot ? [adapter, adapter.firstSlot] : [adapter];
 }

@@ -6,7 +6,7 @@ import { writeFileAtomic } from '../common/fs-atomic.js';
 import { packageRoot } from '../common/paths.js';
 import type { InferenceEngine } from '../inference/engine.js';
 import type { KvCache, KvLayout } from '../inference/kv-cache.js';
-import { headerKvTensors, readHeaderKv } from './adapter-header-kv.js';
+import { FIRST_SLOT_PREFIX, headerKvTensors, readFirstSlotHeaderKv, readHeaderKv } from './adapter-header-kv.js';
 import type { AdapterVariant, AdapterVectors } from './adapter-vectors.js';
 import { decodeSafetensors, encodeSafetensors, type Float32Tensor } from './safetensors.js';
 
@@ -146,11 +146,12 @@ export function makeAdapterVectors(id: string, variant: AdapterVariant, header: 
  * Builds a conditioned-kv adapter from its header cache: per layer `[1, kv_heads, P, head_dim]`
  * keys (rotated for positions 0..P-1) and values, with P >= 1.
  */
-export function makeKvAdapterVectors(id: string, headerKv: KvCache): AdapterVectors {
+export function makeKvAdapterVectors(id: string, headerKv: KvCache, firstSlotHeaderKv?: KvCache): AdapterVectors {
   if (headerKv.length < 1) {
     throw new KvpackError('INVALID_ARGUMENT', `Adapter ${id}: a conditioned-kv header cache needs at least one entry per layer, got ${headerKv.length}.`);
   }
   return {
+    ...(firstSlotHeaderKv ? { firstSlot: makeKvAdapterVectors(`${id}-first`, firstSlotHeaderKv) } : {}),
     id,
     fingerprint: kvAdapterFingerprint(headerKv),
     variant: 'conditioned-kv',
@@ -175,6 +176,9 @@ export function writeAdapterFile(file: string, vectors: AdapterVectors, metadata
     );
   }
   const tensors = vectors.variant === 'conditioned-kv' ? headerKvTensors(requireHeaderKv(vectors)) : vectorTensors(vectors, hidden);
+  if (vectors.firstSlot) {
+    for (const [name, tensor] of headerKvTensors(requireHeaderKv(vectors.firstSlot), FIRST_SLOT_PREFIX)) tensors.set(name, tensor);
+  }
   const strings: Record<string, string> = {
     format: ADAPTER_FORMAT,
     format_version: String(metadata.formatVersion),
@@ -257,7 +261,7 @@ export function loadAdapter(file: string, expected: ExpectedModel): AdapterFile 
   }
   const vectors =
     variant === 'conditioned-kv'
-      ? makeKvAdapterVectors(meta.id, readHeaderKv(content.tensors, file, expected.kvLayout))
+      ? makeKvAdapterVectors(meta.id, readHeaderKv(content.tensors, file, expected.kvLayout), readFirstSlotHeaderKv(content.tensors, file, expected.kvLayout))
       : vectorAdapter(meta.id, variant, readVectors(content.tensors, expected.hiddenSize, file, variant), expected.hiddenSize);
   const metadata: AdapterMetadata = {
     formatVersion: version,

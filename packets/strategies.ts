@@ -4,7 +4,7 @@ import { concatInt32 } from '../common/typed-arrays.js';
 import type { InferenceEngine } from '../inference/engine.js';
 import type { DecodeStart } from '../inference/generate.js';
 import { KvCache } from '../inference/kv-cache.js';
-import type { AdapterVectors } from './adapter-vectors.js';
+import { adapterForSlot, type AdapterVectors } from './adapter-vectors.js';
 import type { PrefixCache } from './prefix-cache.js';
 import { prefillChunk, prefillComputedEntries, sequence } from './prefill.js';
 import { spliceSegments } from './splice.js';
@@ -180,8 +180,8 @@ async function prefillWithPackets(
   began = performance.now();
   const packets: SpliceablePacket[] = [];
   const stored: boolean[] = [];
-  for (const chunk of plan.chunks) {
-    const { packet, fromStore } = await packetFor(engine, chunk, adapter, tally);
+  for (const [slot, chunk] of plan.chunks.entries()) {
+    const { packet, fromStore } = await packetFor(engine, chunk, adapterForSlot(adapter, slot), tally);
     packets.push(packet);
     stored.push(fromStore);
   }

@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { isKvpackError, KvpackError } from '../common/errors.js';
 import type { InferenceEngine } from '../inference/engine.js';
 import { generate } from '../inference/generate.js';
-import type { AdapterVectors } from '../packets/adapter-vectors.js';
+import { adapterForSlot, type AdapterVectors } from '../packets/adapter-vectors.js';
 import { buildPacket, expectedFingerprints } from '../packets/build.js';
 import { NO_ADAPTER, type PacketKind } from '../packets/packet.js';
 import { prefillComputedEntries } from '../packets/prefill.js';
@@ -255,7 +255,7 @@ export class QueryPipeline {
       return selected.map(({ tokens }) => ({ tokens }));
     }
     const adapter = strategy === 'packet' ? this.options.adapter : undefined;
-    return Promise.all(selected.map(async (item) => ({ tokens: item.tokens, packet: await this.loadPacket(item, adapter, rebuilt) })));
+    return Promise.all(selected.map(async (item, slot) => ({ tokens: item.tokens, packet: await this.loadPacket(item, adapterForSlot(adapter, slot), rebuilt) })));
   }
 
   private async loadPacket(item: SelectedChunk, adapter: AdapterVectors | undefined, rebuilt: RebuiltPacket[]): Promise<SpliceablePacket> {

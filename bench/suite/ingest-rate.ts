@@ -9,7 +9,7 @@ import { runIngest, type IngestReport } from '../../ingest/pipeline.js';
 import type { ProgressReporter } from '../../ingest/progress.js';
 import { ChunkStore } from '../../ingest/store.js';
 import { expectedModelOf, resolveAdapter } from '../../packets/adapter.js';
-import type { AdapterVectors } from '../../packets/adapter-vectors.js';
+import { packetAdapters, type AdapterVectors } from '../../packets/adapter-vectors.js';
 import { prefillComputedEntries, sequence } from '../../packets/prefill.js';
 import { readHotpotParagraphs, type HotpotParagraph } from './hotpotqa-paragraphs.js';
 import { BusyTimer, TimedChunkProcessor, TimedHashedEmbedder, TimedPacketStore } from './ingest-timers.js';
@@ -201,7 +201,7 @@ function packetPrefillTokens(contents: StoreContents, adapter: AdapterVectors | 
     const sequences = [tokens.length, ...(summary > 0 ? [summary] : [])];
     for (const length of sequences) {
       total += length;
-      if (adapter) total += prefillComputedEntries(length, adapter);
+      for (const built of adapter ? packetAdapters(adapter) : []) total += prefillComputedEntries(length, built);
     }
   });
   return total;
@@ -215,7 +215,9 @@ function ingestRateSection(result: IngestRateResult): ReportSection {
   const seconds = stages.wallMs / 1000;
   const ingestRate = chunkTokens / seconds;
   const rawRate = rawPrefill.tokens / (rawPrefill.ms / 1000);
-  const variants = adapter ? `naive and adapter ${adapter.id} (${adapter.variant})` : 'naive only (no shipped adapter fits this model)';
+  const variants = adapter
+    ? `naive and ${packetAdapters(adapter).map((built) => `adapter ${built.id}`).join(' and ')} (${adapter.variant})`
+    : 'naive only (no shipped adapter fits this model)';
 
   const figures: [string, string][] = [
     ['documents (paragraphs)', integer(report.documents.added)],

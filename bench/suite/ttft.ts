@@ -7,7 +7,7 @@ import { parameterCount } from '../../inference/architecture.js';
 import { InferenceEngine } from '../../inference/engine.js';
 import type { KvCache } from '../../inference/kv-cache.js';
 import { expectedModelOf, makeAdapterVectors, resolveAdapter } from '../../packets/adapter.js';
-import type { AdapterVectors } from '../../packets/adapter-vectors.js';
+import { adapterForSlot, packetAdapters, type AdapterVectors } from '../../packets/adapter-vectors.js';
 import { buildPacket, expectedFingerprints } from '../../packets/build.js';
 import { NO_ADAPTER } from '../../packets/packet.js';
 import { PrefixCache } from '../../packets/prefix-cache.js';
@@ -229,10 +229,10 @@ async function timeStrategy(
 }
 
 async function loadChunks(context: RunContext, setup: QuerySetup, adapter: AdapterVectors | undefined): Promise<ContextChunk[]> {
-  const expected = expectedFingerprints(context.engine, adapter);
   return Promise.all(
     setup.chunkIds.map(async (chunkId, index) => {
-      const packet = await context.store.get({ chunkId, adapterId: adapter?.id ?? NO_ADAPTER, kind: 'full' }, expected);
+      const slotAdapter = adapterForSlot(adapter, index);
+      const packet = await context.store.get({ chunkId, adapterId: slotAdapter?.id ?? NO_ADAPTER, kind: 'full' }, expectedFingerprints(context.engine, slotAdapter));
       const { header } = packet;
       return {
         tokens: setup.chunkTokens[index],
@@ -308,7 +308,7 @@ async function buildPackets(engine: InferenceEngine, store: FsPacketStore, chunk
   let tokens = 0;
   for (const set of chunkSets.values()) {
     for (const chunk of set) {
-      for (const withAdapter of [undefined, adapter]) {
+      for (const withAdapter of [undefined, ...packetAdapters(adapter)]) {
         const { packet } = await buildPacket(engine, chunk.tokens, { chunkId: chunk.id, kind: 'full', adapter: withAdapter });
         await store.put(packet);
         packets += 1;

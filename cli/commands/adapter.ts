@@ -38,6 +38,7 @@ interface TrainCommandOptions {
   schedule: 'constant' | 'cosine';
   init: AdapterInit;
   initFrom?: string;
+  firstSlot: boolean;
   seed: number;
   trainSamples: number;
   trainChunks: number[];
@@ -86,10 +87,11 @@ export function registerAdapterCommands(program: Command): void {
       'reference (header and trailer stay in the packet), conditioned (header vectors condition the chunk, then are dropped), ' +
         'conditioned-kv (a header of learned keys and values per layer, trained after a conditioned header), or both (reference and conditioned)',
       variantOption(true),
-      'conditioned',
+      'conditioned-kv',
     )
+    .option('--no-first-slot', 'conditioned-kv only: train one header for every chunk instead of a second one for the chunk right after the preamble (halves adapter packet storage)')
     .option('--init-from <file>', 'conditioned-kv only: start from the cache of this conditioned adapter\'s header instead of training one first')
-    .option('--header <n>', 'header vectors', integerOption(1), 8)
+    .option('--header <n>', 'header vectors (for conditioned-kv, header entries per layer)', integerOption(1), 8)
     .option('--trailer <n>', 'trailer vectors (reference variant only)', integerOption(0), 8)
     .option('--steps <n>', 'optimizer steps', integerOption(1), 340)
     .option('--batch <n>', 'samples per step', integerOption(1), 8)
@@ -233,7 +235,7 @@ async function runTrain(options: TrainCommandOptions): Promise<void> {
           {
             id,
             variant,
-            headerLength: options.header,
+            headerLength: initHeader ? initHeader.length / engine.arch.hiddenSize : options.header,
             trailerLength: variant === 'reference' ? options.trailer : 0,
             steps: options.steps,
             batchSize: options.batch,
@@ -242,6 +244,7 @@ async function runTrain(options: TrainCommandOptions): Promise<void> {
             schedule: options.schedule,
             init: options.init,
             initHeader,
+            firstSlotHeader: variant === 'conditioned-kv' && options.firstSlot,
             seed: options.seed,
             evaluateEvery: options.evalEvery,
             patience: options.patience,
@@ -285,7 +288,7 @@ function initialHeader(options: TrainCommandOptions, engine: InferenceEngine): F
     );
   }
   if (vectors.headerLength !== options.header) {
-    process.stdout.write(`Using the ${vectors.headerLength} header vectors of ${options.initFrom} (--header ${options.header} ignored).\n`);
+    process.stdout.write(`Using the ${vectors.headerLength} header vectors of ${options.initFrom}, so --header ${options.header} does not apply.\n`);
   }
   return vectors.header;
 }

@@ -29,7 +29,11 @@ export async function trainAndEvaluateAdapter(
 
   // 2. Held-out fidelity through the runtime that serves packets, and the gate.
   const vectors = result.headerKv
-    ? makeKvAdapterVectors(options.id, headerKvCache(result.headerKv, engine.layout))
+    ? makeKvAdapterVectors(
+        options.id,
+        headerKvCache(result.headerKv, engine.layout),
+        result.firstSlotHeaderKv ? headerKvCache(result.firstSlotHeaderKv, engine.layout) : undefined,
+      )
     : makeAdapterVectors(options.id, options.variant, result.header, result.trailer, engine.arch.hiddenSize);
   const { fidelity, gate } = await evaluateHeldOut(engine, vectors, data.heldOut, onEvaluation);
 

@@ -26,6 +26,8 @@ export interface StudentAdapter {
    * chunk attends to, in place of a header prefilled from vectors.
    */
   headerKv?: LayerKv[];
+  /** Conditioned-kv: the header cache of the chunk in the first slot, when it has its own. */
+  firstSlotHeaderKv?: LayerKv[];
 }
 
 /** Logits `[samples, answerLength, vocab]` the student assigns at the teacher's answer positions. */
@@ -115,7 +117,7 @@ function prefillPackets(decoder: TfDecoder, batch: readonly FidelitySample[], ad
   );
   let embeddings: tf.Tensor3D = tf.tensor3d(chunkEmbeddings, [rows, maxChunk, hidden]);
   if (adapter?.headerKv) {
-    return prefillAfterHeaderKv(decoder, embeddings, adapter.headerKv, layout);
+    return prefillAfterHeaderKv(decoder, embeddings, adapter.headerKv, layout, adapter.firstSlotHeaderKv);
   }
   if (adapter?.header && headerLength > 0) {
     embeddings = tf.concat([broadcastRows(adapter.header, rows), embeddings], 1);
@@ -152,8 +154,9 @@ function prefillPackets(decoder: TfDecoder, batch: readonly FidelitySample[], ad
 /**
  * The conditioned-kv packet: the chunk at positions `headerLength..` attends to the learned
  * header entries, which are not part of the result; keys are then re-rotated to the offsets.
+ * With `firstSlot`, the chunk in each sample's first slot attends to that header instead.
  */
-function prefillAfterHeaderKv(decoder: TfDecoder, embeddings: tf.Tensor3D, headerKv: LayerKv[], layout: PacketLayout): BatchKv {
+function prefillAfterHeaderKv(decoder: TfDecoder, embeddings: tf.Tensor3D, headerKv: LayerKv[], layout: PacketLayout, firstSlot?: LayerKv[]): BatchKv {
   const { samples, slots, maxChunk, headerLength, chunkLengths, offsets } = layout;
   const rows = samples * slots;
   const valid = new Uint8Array(rows * maxChunk);
@@ -164,9 +167,16 @@ function prefillAfterHeaderKv(decoder: TfDecoder, embeddings: tf.Tensor3D, heade
     for (let i = 0; i < maxChunk; i++) positions[r * maxChunk + i] = headerLength + i;
     deltas[r] = offsets[r] - headerLength;
   }
-  const broadcast = (t: tf.Tensor4D) => tf.add(tf.zeros([rows, ...t.shape.slice(1)]), t) as tf.Tensor4D;
+  // Row r holds slot r % slots of its sample, so each row takes its slot's header.
+  const perRow = (later: tf.Tensor4D, first: tf.Tensor4D | undefined) =>
+    first
+      ? (tf.concat(Array.from({ length: rows }, (_, r) => (r % layout.slots === 0 ? first : later)), 0) as tf.Tensor4D)
+      : (tf.add(tf.zeros([rows, ...later.shape.slice(1)]), later) as tf.Tensor4D);
   const past: BatchKv = {
-    layers: headerKv.map((layer) => ({ keys: broadcast(layer.keys), values: broadcast(layer.values) })),
+    layers: headerKv.map((layer, index) => ({
+      keys: perRow(layer.keys, firstSlot?.[index].keys),
+      values: perRow(layer.values, firstSlot?.[index].values),
+    })),
     valid: new Uint8Array(rows * headerLength).fill(1),
     rows,
     length: headerLength,

@@ -5,7 +5,7 @@ import { SeededRandom } from '../../common/random.js';
 import type { AdapterVariant } from '../adapter-vectors.js';
 import { shuffle } from './samples.js';
 import type { FidelitySample } from './samples-types.js';
-import type { TfDecoder } from './tf-decoder.js';
+import type { LayerKv, TfDecoder } from './tf-decoder.js';
 import { distillationLoss, studentLogits, type StudentAdapter } from './tf-student.js';
 
 /**
@@ -37,6 +37,11 @@ export interface TrainOptions {
    * conditioned adapter's, to start a conditioned-kv header from its cache).
    */
   initHeader?: Float32Array;
+  /**
+   * Conditioned-kv: also train a second header cache for the chunk in the first slot, directly
+   * after the preamble. Both start from the same cache. Default false.
+   */
+  firstSlotHeader?: boolean;
   /** Seed of the initial vectors and the batch order. */
   seed: number;
   /** Steps between validation evaluations; the vectors with the lowest validation KL are returned. */
@@ -70,6 +75,8 @@ export interface TrainResult {
   trailer: Float32Array;
   /** The trained header cache of a conditioned-kv adapter. */
   headerKv?: HeaderKvWeights;
+  /** The trained first-slot header cache, with `firstSlotHeader`. */
+  firstSlotHeaderKv?: HeaderKvWeights;
   /** Steps run (fewer than requested after an early stop). */
   steps: number;
   /** Step whose vectors were kept (lowest validation KL); 0 means the initial vectors. */
@@ -130,6 +137,7 @@ export function trainAdapter(decoder: TfDecoder, train: readonly FidelitySample[
       header: best.header,
       trailer: best.trailer,
       headerKv: best.headerKv,
+      firstSlotHeaderKv: best.firstSlotHeaderKv,
       steps: step,
       bestStep: best.step,
       bestValidationKl: best.kl,
@@ -146,7 +154,7 @@ export function trainAdapter(decoder: TfDecoder, train: readonly FidelitySample[
 interface Trainable {
   adapter: StudentAdapter;
   variables: tf.Variable[];
-  snapshot(): { header: Float32Array; trailer: Float32Array; headerKv?: HeaderKvWeights };
+  snapshot(): { header: Float32Array; trailer: Float32Array; headerKv?: HeaderKvWeights; firstSlotHeaderKv?: HeaderKvWeights };
   dispose(): void;
 }
 
@@ -155,7 +163,7 @@ function createTrainable(decoder: TfDecoder, options: TrainOptions, random: Seed
   const trailerLength = options.variant === 'reference' ? options.trailerLength : 0;
   const init = options.initHeader ?? initialVectors(decoder, options.headerLength + trailerLength, options.init ?? 'bos', random);
   if (options.variant === 'conditioned-kv') {
-    return trainableHeaderKv(decoder, tf.tensor2d(init.subarray(0, options.headerLength * hidden), [options.headerLength, hidden]));
+    return trainableHeaderKv(decoder, tf.tensor2d(init.subarray(0, options.headerLength * hidden), [options.headerLength, hidden]), options.firstSlotHeader ?? false);
   }
   const header = tf.variable(tf.tensor2d(init.subarray(0, options.headerLength * hidden), [options.headerLength, hidden]));
   const trailer = trailerLength > 0 ? tf.variable(tf.tensor2d(init.subarray(options.headerLength * hidden), [trailerLength, hidden])) : undefined;
@@ -175,32 +183,38 @@ function createTrainable(decoder: TfDecoder, options: TrainOptions, random: Seed
  * The conditioned-kv header starts as the cache of `vectors` prefilled at positions 0.. and every
  * layer's keys and values are trained, except the last layer's: a layer's packet entries come from
  * that layer's input, so the last layer's header entries cannot influence any packet and stay fixed.
+ * With `firstSlot`, a second cache with the same start serves the chunk in the first slot.
  */
-function trainableHeaderKv(decoder: TfDecoder, vectors: tf.Tensor2D): Trainable {
+function trainableHeaderKv(decoder: TfDecoder, vectors: tf.Tensor2D, firstSlot: boolean): Trainable {
   const [length, hidden] = vectors.shape;
-  const layers = tf.tidy(() => {
+  const start = tf.tidy(() => {
     const positions = Int32Array.from({ length }, (_, i) => i);
     const kv = decoder.forward({ embeddings: tf.reshape(vectors, [1, length, hidden]) as tf.Tensor3D, positions }).kv;
     return kv.layers.map((layer) => ({ keys: tf.keep(layer.keys), values: tf.keep(layer.values) }));
   });
   vectors.dispose();
-  const last = layers.length - 1;
-  const headerKv = layers.map((layer, index) =>
-    index === last ? layer : { keys: tf.variable(layer.keys), values: tf.variable(layer.values) },
-  );
-  const variables = headerKv.slice(0, last).flatMap((layer) => [layer.keys, layer.values]) as tf.Variable[];
+  const last = start.length - 1;
+  const trainableCopy = () =>
+    start.map((layer, index) => (index === last ? layer : { keys: tf.variable(layer.keys), values: tf.variable(layer.values) }));
+  const headerKv = trainableCopy();
+  const firstSlotHeaderKv = firstSlot ? trainableCopy() : undefined;
+  const variables = [headerKv, ...(firstSlotHeaderKv ? [firstSlotHeaderKv] : [])].flatMap((cache) =>
+    cache.slice(0, last).flatMap((layer) => [layer.keys, layer.values]),
+  ) as tf.Variable[];
+  const copy = (cache: LayerKv[]): HeaderKvWeights => ({
+    keys: cache.map((layer) => Float32Array.from(layer.keys.dataSync())),
+    values: cache.map((layer) => Float32Array.from(layer.values.dataSync())),
+  });
   return {
-    adapter: { variant: 'conditioned-kv', headerKv },
+    adapter: { variant: 'conditioned-kv', headerKv, firstSlotHeaderKv },
     variables,
     snapshot: () => ({
       header: new Float32Array(0),
       trailer: new Float32Array(0),
-      headerKv: {
-        keys: headerKv.map((layer) => Float32Array.from(layer.keys.dataSync())),
-        values: headerKv.map((layer) => Float32Array.from(layer.values.dataSync())),
-      },
+      headerKv: copy(headerKv),
+      firstSlotHeaderKv: firstSlotHeaderKv ? copy(firstSlotHeaderKv) : undefined,
     }),
-    dispose: () => tf.dispose([...layers.flatMap((layer) => [layer.keys, layer.values]), ...variables]),
+    dispose: () => tf.dispose([...start.flatMap((layer) => [layer.keys, layer.values]), ...variables]),
   };
 }
 

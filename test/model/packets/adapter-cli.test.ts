@@ -80,20 +80,25 @@ describe('kvpack adapter commands', () => {
     await kvpack(['adapter', 'train', '--model', model, '--variant', 'conditioned', ...tiny, ...small, '--out', start]);
 
     const fromFile = path.join(dir, 'from-file.safetensors');
-    const warm = await kvpack(['adapter', 'train', '--model', model, '--variant', 'conditioned-kv', '--init-from', start, ...tiny, ...small, '--out', fromFile]);
+    // The header length comes from the starting file, whatever --header says.
+    const warm = await kvpack(['adapter', 'train', '--model', model, '--variant', 'conditioned-kv', '--init-from', start, ...tiny, '--header', '3', ...small, '--out', fromFile]);
+    expect(warm.stdout).toContain(`Using the 2 header vectors of ${start}, so --header 3 does not apply.`);
     expect(warm.stdout).toContain(`Wrote ${fromFile}: conditioned-kv adapter from-file, 2 header entries per layer, 2 steps`);
     const stored = decodeSafetensors(readFileSync(fromFile), fromFile);
     // stories260K: 5 layers, 4 KV heads of 8 dimensions.
     expect(stored.tensors.get('header_keys')?.shape).toEqual([5, 4, 2, 8]);
     expect(stored.tensors.get('header_values')?.shape).toEqual([5, 4, 2, 8]);
     expect(stored.tensors.has('header')).toBe(false);
+    expect(stored.tensors.get('first_header_keys')?.shape).toEqual([5, 4, 2, 8]);
     expect(JSON.parse(stored.metadata.training).init).toBe('cache of given header vectors');
 
     // Without --init-from a conditioned header is trained first, so the steps of both stages count.
     const twoStage = path.join(dir, 'two-stage.safetensors');
-    const cold = await kvpack(['adapter', 'train', '--model', model, '--variant', 'conditioned-kv', ...tiny, ...small, '--out', twoStage]);
+    const cold = await kvpack(['adapter', 'train', '--model', model, '--variant', 'conditioned-kv', '--no-first-slot', ...tiny, ...small, '--out', twoStage]);
     expect(cold.stdout).toContain(`Wrote ${twoStage}: conditioned-kv adapter two-stage, 2 header entries per layer, 4 steps`);
-    expect(JSON.parse(decodeSafetensors(readFileSync(twoStage), twoStage).metadata.training).init).toBe('cache of a conditioned header trained first (bos init)');
+    const single = decodeSafetensors(readFileSync(twoStage), twoStage);
+    expect(JSON.parse(single.metadata.training).init).toBe('cache of a conditioned header trained first (bos init)');
+    expect(single.tensors.has('first_header_keys')).toBe(false);
 
     const evaluated = await kvpack(['adapter', 'eval', '--model', model, '--adapter', fromFile, '--samples', '3', '--chunks', '2']);
     expect(evaluated.stdout).toMatch(/\| 2 \| conditioned-kv \(2 per layer\) \| 3 \|/);

@@ -15,6 +15,7 @@ import { decodePacket } from '../../../packets/codec.js';
 import { prefillChunk, sequence } from '../../../packets/prefill.js';
 import { decodeSafetensors, encodeSafetensors } from '../../../packets/safetensors.js';
 import { FsPacketStore } from '../../../packets/store.js';
+import { PacketChunkProcessor } from '../../../ingest/chunk-processor.js';
 import { prefillContext, type ContextPlan } from '../../../packets/strategies.js';
 import type { QueryResult } from '../../../query/types.js';
 import { expectKvpackError } from '../../helpers/errors.js';
@@ -235,6 +236,114 @@ async function askLily(url: string): Promise<QueryResult> {
   expect(response.status).toBe(200);
   return (await response.json()) as QueryResult;
 }
+
+describe('conditioned-kv first-slot header on stories260K', () => {
+  let engine: InferenceEngine;
+  let plan: ContextPlan;
+  let withFirstSlot: AdapterVectors;
+
+  beforeAll(async () => {
+    engine = await InferenceEngine.load(testModelDir('stories260K'));
+    const preamble = engine.tokenizer.encode('Read the stories.', { addBos: true });
+    plan = {
+      preamble,
+      chunks: CHUNK_TEXTS.map((text) => ({ tokens: engine.tokenizer.encode(text) })),
+      question: engine.tokenizer.encode(' The next day, Lily saw a'),
+    };
+    // The preamble's own cache as the first-slot header: the first chunk's packet is then the
+    // chunk prefilled right after the preamble, which is what a full prefill computes.
+    const preambleCache = (await engine.forward({ tokens: preamble })).present;
+    const { kv } = await equivalentAdapters(engine, 13);
+    withFirstSlot = makeKvAdapterVectors('test-kv', kv.headerKv as KvCache, preambleCache);
+  });
+
+  afterAll(async () => {
+    await engine.release();
+  });
+
+  it('first slot gets its own adapter id', () => {
+    expect(withFirstSlot.firstSlot?.id).toBe('test-kv-first');
+    expect(withFirstSlot.firstSlot?.variant).toBe('conditioned-kv');
+    expect(withFirstSlot.firstSlot?.fingerprint).not.toBe(withFirstSlot.fingerprint);
+  });
+
+  it('preamble header makes one chunk exact', async ({ annotate }) => {
+    const oneChunk: ContextPlan = { ...plan, chunks: plan.chunks.slice(0, 1) };
+    const full = await prefillContext(engine, oneChunk, { strategy: 'full' });
+    const packet = await prefillContext(engine, oneChunk, { strategy: 'packet', adapter: withFirstSlot });
+    const single = await prefillContext(engine, oneChunk, { strategy: 'packet', adapter: makeKvAdapterVectors('test-kv', withFirstSlot.headerKv as KvCache) });
+    const exact = maxAbsDiff(packet.start.logits, full.start.logits);
+    const approximate = maxAbsDiff(single.start.logits, full.start.logits);
+    await annotate(`question logits against full prefill: first-slot header ${exact.toExponential(2)}, one header ${approximate.toExponential(2)}`);
+    expect(exact).toBeLessThan(1e-4);
+    expect(approximate).toBeGreaterThan(1e-2);
+    expect(packet.accounting.computedTokens).toBe(full.accounting.computedTokens);
+  });
+
+  it('later chunks use the main header', async ({ annotate }) => {
+    // Stored packets: the first chunk's built with the first-slot header, the others with the main one.
+    const stored: ContextPlan = {
+      ...plan,
+      chunks: await Promise.all(
+        plan.chunks.map(async (chunk, index) => {
+          const adapter = index === 0 ? withFirstSlot.firstSlot : withFirstSlot;
+          const { packet } = await buildPacket(engine, chunk.tokens, { chunkId: `chunk-${index}`, kind: 'full', adapter });
+          const { header } = packet;
+          return { tokens: chunk.tokens, packet: { kv: packet.kv, basePosition: header.basePosition, prefixLength: 0, suffixLength: 0, adapterId: header.adapterId } };
+        }),
+      ),
+    };
+    const fromStore = await prefillContext(engine, stored, { strategy: 'packet', adapter: withFirstSlot });
+    const built = await prefillContext(engine, plan, { strategy: 'packet', adapter: withFirstSlot });
+    const diff = maxAbsDiff(fromStore.start.logits, built.start.logits);
+    await annotate(`stored against freshly built packets: max abs logit difference ${diff.toExponential(2)}`);
+    const chunkTokens = plan.chunks.reduce((sum, chunk) => sum + chunk.tokens.length, 0);
+    expect(fromStore.accounting.splicedTokens).toBe(chunkTokens);
+    expect(fromStore.accounting.computedTokens).toBe(plan.preamble.length + plan.question.length);
+    expect(diff).toBeLessThan(EQUIVALENCE_TOLERANCE);
+  });
+
+  it('ingestion stores both packets', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'kvpack-first-slot-ingest-'));
+    try {
+      const store = await FsPacketStore.open(path.join(dir, 'packets'), { cacheBytes: 0, dtype: 'float32' });
+      const processor = new PacketChunkProcessor(engine, store, { ratio: 0.5 }, [withFirstSlot]);
+      await processor.process({ chunkId: 'chunk-0', text: CHUNK_TEXTS[0], title: 'Story 0', tokens: plan.chunks[0].tokens });
+      for (const adapter of [withFirstSlot, withFirstSlot.firstSlot as AdapterVectors]) {
+        for (const kind of ['full', 'summary'] as const) {
+          const packet = await store.get({ chunkId: 'chunk-0', adapterId: adapter.id, kind }, expectedFingerprints(engine, adapter));
+          expect(packet.header.adapterFingerprint).toBe(adapter.fingerprint);
+        }
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('adapter file keeps the first-slot header', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'kvpack-first-slot-'));
+    try {
+      const file = path.join(dir, 'test-kv.safetensors');
+      writeAdapterFile(file, withFirstSlot, {
+        formatVersion: ADAPTER_FORMAT_VERSION,
+        id: 'test-kv',
+        variant: 'conditioned-kv',
+        modelFingerprint: engine.modelFingerprint,
+        hiddenSize: engine.arch.hiddenSize,
+        trainingData: 'random main header, preamble cache as first-slot header',
+        createdAt: new Date().toISOString(),
+      });
+      const tensors = decodeSafetensors(readFileSync(file), file).tensors;
+      const { numLayers, numKvHeads, headDim } = engine.layout;
+      expect(tensors.get('first_header_keys')?.shape).toEqual([numLayers, numKvHeads, plan.preamble.length, headDim]);
+      const loaded = loadAdapter(file, expectedModelOf(engine)).vectors;
+      expect(loaded.fingerprint).toBe(withFirstSlot.fingerprint);
+      expect(loaded.firstSlot?.fingerprint).toBe(withFirstSlot.firstSlot?.fingerprint);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
 
 describe('conditioned-kv adapter through the server', () => {
   let dir: string;

@@ -98,22 +98,27 @@ describe('tfjs student on stories260K', () => {
     expect(diff).toBeLessThan(1e-4);
   });
 
-  it('conditioned-kv splice matches the ONNX runtime', async ({ annotate }) => {
+  it.for(['one header', 'first-slot header'])('conditioned-kv splice with %s matches ONNX', async (kind, { annotate }) => {
     const { numLayers, numKvHeads, headDim } = engine.layout;
     const random = new SeededRandom(12);
     const entries = 3;
     const layerOf = () => Float32Array.from({ length: numKvHeads * entries * headDim }, () => random.nextNormal() * 0.5);
-    const headerKv = new KvCache(engine.layout, entries, Array.from({ length: numLayers }, layerOf), Array.from({ length: numLayers }, layerOf));
-    const adapter = makeKvAdapterVectors('test-kv', headerKv);
+    const randomCache = () => new KvCache(engine.layout, entries, Array.from({ length: numLayers }, layerOf), Array.from({ length: numLayers }, layerOf));
+    const headerKv = randomCache();
+    const firstSlot = kind === 'first-slot header' ? randomCache() : undefined;
+    const adapter = makeKvAdapterVectors('test-kv', headerKv, firstSlot);
     const shape: [number, number, number, number] = [1, numKvHeads, entries, headDim];
+    const toTensors = (cache: KvCache) =>
+      cache.keys.map((keys, layer) => ({ keys: tf.tensor4d(keys, shape), values: tf.tensor4d(cache.values[layer], shape) }));
     const studentAdapter: StudentAdapter = {
       variant: 'conditioned-kv',
-      headerKv: headerKv.keys.map((keys, layer) => ({ keys: tf.tensor4d(keys, shape), values: tf.tensor4d(headerKv.values[layer], shape) })),
+      headerKv: toTensors(headerKv),
+      firstSlotHeaderKv: firstSlot ? toTensors(firstSlot) : undefined,
     };
     const logits = tf.tidy(() => studentLogits(decoder, samples, studentAdapter));
     const batched = logits.dataSync();
     logits.dispose();
-    tf.dispose((studentAdapter.headerKv ?? []).flatMap((layer) => [layer.keys, layer.values]));
+    tf.dispose([...(studentAdapter.headerKv ?? []), ...(studentAdapter.firstSlotHeaderKv ?? [])].flatMap((layer) => [layer.keys, layer.values]));
 
     const rowSize = samples[0].teacherTokens.length * engine.arch.vocabSize;
     let diff = 0;
@@ -121,7 +126,7 @@ describe('tfjs student on stories260K', () => {
       const runtime = await studentAnswer(engine, samples[b], { kind: 'adapter', adapter });
       diff = Math.max(diff, maxAbsDiff(batched.subarray(b * rowSize, (b + 1) * rowSize), runtime.logits));
     }
-    await annotate(`conditioned-kv: max abs logit difference ${diff.toExponential(2)} over ${samples.length} samples of 2 and 3 chunks`);
+    await annotate(`conditioned-kv, ${kind}: max abs logit difference ${diff.toExponential(2)} over ${samples.length} samples of 2 and 3 chunks`);
     expect(diff).toBeLessThan(1e-4);
   });
 

@@ -307,6 +307,11 @@ describe('conditioned-kv adapter files', () => {
     { name: 'P = 0', tensors: { header_keys: [2, 2, 0, 4], header_values: [2, 2, 0, 4] }, message: 'has shape [2, 2, 0, 4] with P = 0; a conditioned-kv adapter needs at least one header entry per layer' },
     { name: 'no layers', tensors: { header_keys: [0, 2, 3, 4], header_values: [0, 2, 3, 4] }, message: 'has shape [0, 2, 3, 4] with an empty axis; layers, kv_heads and head_dim must each be at least 1' },
     { name: 'embedding vectors too', tensors: { header: [1, hidden], header_keys: [2, 2, 3, 4], header_values: [2, 2, 3, 4] }, message: 'a conditioned-kv adapter has no input-embedding vectors, but the file holds tensor header; keep only header_keys and header_values' },
+    {
+      name: 'half a first-slot header',
+      tensors: { header_keys: [2, 2, 3, 4], header_values: [2, 2, 3, 4], first_header_keys: [2, 2, 3, 4] },
+      message: 'has no tensor named first_header_values; a first-slot header needs both first_header_keys and first_header_values of shape [layers, kv_heads, P, head_dim], or neither',
+    },
   ])('rejects $name', ({ tensors, message }) => {
     const file = writeKvFile('bad.safetensors', new Map(Object.entries(tensors).map(([name, shape]) => [name, tensor(shape)])));
     expectError(() => loadAdapter(file, expected), 'ADAPTER_INVALID', file, message);
