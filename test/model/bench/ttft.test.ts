@@ -47,9 +47,9 @@ describe('time to first token harness on stories260K', () => {
   });
 
   it('reports the packets it built and the adapter it spliced', () => {
-    // 2 × 32-token and 3 × 48-token chunks, each as a naive and an adapter packet.
-    expect(result.packetBuild.packets).toBe(10);
-    expect(result.packetBuild.tokens).toBe(2 * (2 * 32 + 3 * 48));
+    // 2 × 32-token and 3 × 48-token chunks, each as a naive, an adapter and a first-slot packet.
+    expect(result.packetBuild.packets).toBe(15);
+    expect(result.packetBuild.tokens).toBe(3 * (2 * 32 + 3 * 48));
     expect(result.adapterNote).toMatch(/shipped adapter stories260k-conditioned-kv /);
   });
 

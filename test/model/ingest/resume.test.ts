@@ -7,7 +7,7 @@ import { packageRoot } from '../../../common/paths.js';
 import { InferenceEngine } from '../../../inference/engine.js';
 import { Catalog } from '../../../ingest/catalog.js';
 import { acquireStoreLock } from '../../../ingest/lock.js';
-import { resolveAdapter } from '../../../packets/adapter.js';
+import { expectedModelOf, resolveAdapter } from '../../../packets/adapter.js';
 import { expectedFingerprints } from '../../../packets/build.js';
 import { FsPacketStore } from '../../../packets/store.js';
 import { HnswIndex } from '../../../retrieval/hnsw-index.js';
@@ -101,6 +101,7 @@ async function checkCommittedDocuments(storeDir: string): Promise<string[]> {
         expect(await packets.has({ chunkId: id, adapterId: 'none', kind: 'summary' }), `summary packet of ${id}`).toBe(true);
         expect(await packets.has({ chunkId: id, adapterId: SHIPPED_ADAPTER, kind: 'full' }), `adapter packet of ${id}`).toBe(true);
         expect(await packets.has({ chunkId: id, adapterId: SHIPPED_ADAPTER, kind: 'summary' }), `adapter summary packet of ${id}`).toBe(true);
+        expect(await packets.has({ chunkId: id, adapterId: `${SHIPPED_ADAPTER}-first`, kind: 'full' }), `first-slot packet of ${id}`).toBe(true);
       }
     }
     return documents.map((document) => document.id);
@@ -120,19 +121,21 @@ async function checkFinishedStore(storeDir: string): Promise<{ documents: string
     const index = HnswIndex.load(path.join(storeDir, 'index'), { dimension: 1024 });
     expect(index.size).toBe(chunks.length);
     expect(index.liveLabels().sort((a, b) => a - b)).toEqual(chunks.map((chunk) => chunk.label).sort((a, b) => a - b));
-    const expected = expectedFingerprints(engine);
-    const adapter = resolveAdapter(undefined, { modelFingerprint: engine.modelFingerprint, hiddenSize: engine.arch.hiddenSize }).vectors;
+    const adapter = resolveAdapter(undefined, expectedModelOf(engine)).vectors;
     expect(adapter?.id).toBe(SHIPPED_ADAPTER);
-    const expectedWithAdapter = expectedFingerprints(engine, adapter);
+    expect(adapter?.firstSlot?.id).toBe(`${SHIPPED_ADAPTER}-first`);
+    const adapters = [undefined, adapter, adapter?.firstSlot];
     for (const chunk of chunks) {
-      await expect(packets.get({ chunkId: chunk.id, adapterId: 'none', kind: 'full' }, expected)).resolves.toBeDefined();
-      await expect(packets.get({ chunkId: chunk.id, adapterId: 'none', kind: 'summary' }, expected)).resolves.toBeDefined();
-      await expect(packets.get({ chunkId: chunk.id, adapterId: SHIPPED_ADAPTER, kind: 'full' }, expectedWithAdapter)).resolves.toBeDefined();
-      await expect(packets.get({ chunkId: chunk.id, adapterId: SHIPPED_ADAPTER, kind: 'summary' }, expectedWithAdapter)).resolves.toBeDefined();
+      for (const built of adapters) {
+        for (const kind of ['full', 'summary'] as const) {
+          const key = { chunkId: chunk.id, adapterId: built?.id ?? 'none', kind };
+          await expect(packets.get(key, expectedFingerprints(engine, built)), `${kind} packet of ${chunk.id} for ${key.adapterId}`).resolves.toBeDefined();
+        }
+      }
     }
-    // Naive and adapter packets of every chunk and its summary, and nothing else.
+    // Naive, adapter and first-slot packets of every chunk and its summary, and nothing else.
     const keys = await packets.list();
-    expect(keys).toHaveLength(4 * chunks.length);
+    expect(keys).toHaveLength(6 * chunks.length);
     expect(packets.stats().tempFiles).toBe(0);
     expect(readdirSync(path.join(storeDir, 'index')).sort()).toEqual(['hnsw.bin', 'hnsw.json']);
     return { documents: catalog.listDocuments().map((document) => document.id), chunks: chunks.map((chunk) => chunk.id).sort() };
