@@ -294,7 +294,8 @@ function initialHeader(options: TrainCommandOptions, engine: InferenceEngine): F
 }
 
 function describeSize(vectors: AdapterVectors): string {
-  return vectors.headerKv ? `${vectors.headerLength} header entries per layer` : `${vectors.headerLength}+${vectors.trailerLength} vectors`;
+  if (!vectors.headerKv) return `${vectors.headerLength}+${vectors.trailerLength} vectors`;
+  return `${vectors.headerLength} header entries per layer${vectors.firstSlot ? ' and a first-slot header' : ''}`;
 }
 
 function printTrainingSummary(out: string, trained: AdapterFile & { result: { steps: number; bestStep: number; durationMs: number } }): void {

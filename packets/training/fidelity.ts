@@ -27,7 +27,7 @@ export function strategyLabel(strategy: EvaluatedStrategy): string {
       return `epic-${strategy.recompute}`;
     case 'adapter':
       return strategy.adapter.headerKv
-        ? `${strategy.adapter.variant} (${strategy.adapter.headerLength} per layer)`
+        ? `${strategy.adapter.variant} (${strategy.adapter.headerLength} per layer${strategy.adapter.firstSlot ? ', first-slot header' : ''})`
         : `${strategy.adapter.variant} (${strategy.adapter.headerLength}+${strategy.adapter.trailerLength})`;
     default:
       return strategy.kind;

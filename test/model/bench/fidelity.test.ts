@@ -8,7 +8,7 @@ import { InferenceEngine } from '../../../inference/engine.js';
 import { expectedModelOf, resolveAdapter } from '../../../packets/adapter.js';
 import { testModelDir } from '../../helpers/models.js';
 
-const strategies = ['full', 'prefix', 'naive', 'epic-4', 'packet: conditioned-kv (8 per layer)'];
+const strategies = ['full', 'prefix', 'naive', 'epic-4', 'packet: conditioned-kv (8 per layer, first-slot header)'];
 const chunkCounts = ['2', '3', '4'];
 
 describe('measureFidelity on stories260K, quick', () => {

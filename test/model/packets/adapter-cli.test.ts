@@ -83,7 +83,7 @@ describe('kvpack adapter commands', () => {
     // The header length comes from the starting file, whatever --header says.
     const warm = await kvpack(['adapter', 'train', '--model', model, '--variant', 'conditioned-kv', '--init-from', start, ...tiny, '--header', '3', ...small, '--out', fromFile]);
     expect(warm.stdout).toContain(`Using the 2 header vectors of ${start}, so --header 3 does not apply.`);
-    expect(warm.stdout).toContain(`Wrote ${fromFile}: conditioned-kv adapter from-file, 2 header entries per layer, 2 steps`);
+    expect(warm.stdout).toContain(`Wrote ${fromFile}: conditioned-kv adapter from-file, 2 header entries per layer and a first-slot header, 2 steps`);
     const stored = decodeSafetensors(readFileSync(fromFile), fromFile);
     // stories260K: 5 layers, 4 KV heads of 8 dimensions.
     expect(stored.tensors.get('header_keys')?.shape).toEqual([5, 4, 2, 8]);
@@ -101,7 +101,7 @@ describe('kvpack adapter commands', () => {
     expect(single.tensors.has('first_header_keys')).toBe(false);
 
     const evaluated = await kvpack(['adapter', 'eval', '--model', model, '--adapter', fromFile, '--samples', '3', '--chunks', '2']);
-    expect(evaluated.stdout).toMatch(/\| 2 \| conditioned-kv \(2 per layer\) \| 3 \|/);
+    expect(evaluated.stdout).toMatch(/\| 2 \| conditioned-kv \(2 per layer, first-slot header\) \| 3 \|/);
 
     const wrong = await kvpack(['adapter', 'train', '--model', model, '--variant', 'conditioned', '--init-from', start, ...tiny, '--out', path.join(dir, 'x.safetensors')]).then(
       () => undefined,
