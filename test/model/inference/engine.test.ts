@@ -8,16 +8,10 @@ import { buildDecoderGraph, pastKeyName, pastValueName } from '../../../inferenc
 import { decodeModel, encodeModel, OnnxDataType } from '../../../inference/onnx/proto.js';
 import { parseHfConfig } from '../../../inference/architecture.js';
 import { testModelDir, type TestModel } from '../../helpers/models.js';
+import { maxAbsDiff } from '../../helpers/diff.js';
 
 const REFERENCE_START =
   'Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball.';
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let max = 0;
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
-  return max;
-}
 
 function row(logits: Float32Array, index: number, vocab: number): Float32Array {
   return logits.subarray(index * vocab, (index + 1) * vocab);

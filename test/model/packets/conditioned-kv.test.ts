@@ -21,6 +21,7 @@ import type { QueryResult } from '../../../query/types.js';
 import { expectKvpackError } from '../../helpers/errors.js';
 import { testModelDir, type TestModel } from '../../helpers/models.js';
 import { postJson, startTestServer, waitForJob } from '../server/helpers.js';
+import { maxAbsDiff, cacheDiff } from '../../helpers/diff.js';
 
 const HEADER_LENGTH = 4;
 const CHUNK_TEXTS = [
@@ -34,25 +35,6 @@ const CHUNK_TEXTS = [
 // 1.30 on the CPU of the development machine. The bound leaves room for float32 sums taken in
 // another order elsewhere; the naive packets, which lack the header, differ by 0.25 or more.
 const EQUIVALENCE_TOLERANCE = 1e-5;
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let max = 0;
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
-  return max;
-}
-
-/** Max abs difference over every layer's keys, and over every layer's values. */
-function cacheDiff(a: KvCache, b: KvCache): { keys: number; values: number } {
-  expect(a.length).toBe(b.length);
-  let keys = 0;
-  let values = 0;
-  for (let layer = 0; layer < a.layout.numLayers; layer++) {
-    keys = Math.max(keys, maxAbsDiff(a.keys[layer], b.keys[layer]));
-    values = Math.max(values, maxAbsDiff(a.values[layer], b.values[layer]));
-  }
-  return { keys, values };
-}
 
 /**
  * Random conditioned header vectors, and the conditioned-kv adapter whose header cache is those

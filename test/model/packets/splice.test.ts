@@ -5,23 +5,7 @@ import { prefillChunk, sequence } from '../../../packets/prefill.js';
 import { rerotateKeys } from '../../../packets/rerotate.js';
 import { spliceSegments } from '../../../packets/splice.js';
 import { testModelDir, type TestModel } from '../../helpers/models.js';
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let max = 0;
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
-  return max;
-}
-
-function cacheDiff(a: KvCache, b: KvCache): { keys: number; values: number } {
-  let keys = 0;
-  let values = 0;
-  for (let layer = 0; layer < a.layout.numLayers; layer++) {
-    keys = Math.max(keys, maxAbsDiff(a.keys[layer], b.keys[layer]));
-    values = Math.max(values, maxAbsDiff(a.values[layer], b.values[layer]));
-  }
-  return { keys, values };
-}
+import { maxAbsDiff, cacheDiff } from '../../helpers/diff.js';
 
 const chunkText = 'Tom had a red ball. He threw it to his dog, and the dog ran after it in the sun.';
 

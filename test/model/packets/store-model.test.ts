@@ -8,6 +8,7 @@ import { klDivergence, logSoftmax } from '../../../inference/log-probs.js';
 import { createPacket, type ExpectedFingerprints, type PacketDtype } from '../../../packets/packet.js';
 import { FsPacketStore } from '../../../packets/store.js';
 import { testModelDir } from '../../helpers/models.js';
+import { maxAbsDiff } from '../../helpers/diff.js';
 
 const CHUNK_TEXT =
   'Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball.';
@@ -22,13 +23,6 @@ const TOLERANCE: Record<PacketDtype, { maxLogitDiff: number; meanKl: number; min
   float16: { maxLogitDiff: 0.02, meanKl: 1e-6, minTop1: 20 },
   int8: { maxLogitDiff: 0.8, meanKl: 1e-3, minTop1: 19 },
 };
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let max = 0;
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
-  return max;
-}
 
 /** Mean over rows of KL(reference ‖ candidate) between the softmax distributions of two `[rows, vocab]` logit arrays. */
 function meanKl(reference: Float32Array, candidate: Float32Array, vocab: number): number {

@@ -8,13 +8,7 @@ import { prefillChunk } from '../../../packets/prefill.js';
 import { PrefixCache } from '../../../packets/prefix-cache.js';
 import { prefillContext, type ContextPlan } from '../../../packets/strategies.js';
 import { testModelDir } from '../../helpers/models.js';
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let max = 0;
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
-  return max;
-}
+import { maxAbsDiff } from '../../helpers/diff.js';
 
 function randomAdapter(variant: AdapterVariant, hidden: number, header: number, trailer: number): AdapterVectors {
   const random = new SeededRandom(3);

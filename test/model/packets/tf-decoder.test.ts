@@ -12,13 +12,7 @@ import { TfDecoder } from '../../../packets/training/tf-decoder.js';
 import { distillationLoss, studentLogits, type StudentAdapter } from '../../../packets/training/tf-student.js';
 import { AdamW, meanKl, trainAdapter, trainingStep } from '../../../packets/training/train.js';
 import { testModelDir, type TestModel } from '../../helpers/models.js';
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let max = 0;
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
-  return max;
-}
+import { maxAbsDiff } from '../../helpers/diff.js';
 
 function randomVectors(random: SeededRandom, count: number, hidden: number, scale: number): Float32Array {
   return Float32Array.from({ length: count * hidden }, () => random.nextNormal() * scale);
