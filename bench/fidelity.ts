@@ -156,7 +156,7 @@ async function measureBaselines(engine: InferenceEngine, heldOut: HeldOutSet[], 
   return baselines;
 }
 
-/** The header of `<dir>/conditioned-seed<N>.safetensors`, written by an earlier `--save-dir` run, as a conditioned-kv start. */
+/** Reads the header of `<dir>/conditioned-seed<N>.safetensors`, written by an earlier `--save-dir` run, as a conditioned-kv start. */
 function savedConditionedHeader(dir: string | undefined, variant: AdapterVariant, seed: number, engine: InferenceEngine): Float32Array | undefined {
   if (dir === undefined || variant !== 'conditioned-kv') return undefined;
   return loadAdapter(path.join(dir, `conditioned-seed${seed}.safetensors`), expectedModelOf(engine)).vectors.header;

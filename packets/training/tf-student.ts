@@ -152,9 +152,9 @@ function prefillPackets(decoder: TfDecoder, batch: readonly FidelitySample[], ad
 }
 
 /**
- * The conditioned-kv packet: the chunk at positions `headerLength..` attends to the learned
- * header entries, which are not part of the result; keys are then re-rotated to the offsets.
- * With `firstSlot`, the chunk in each sample's first slot attends to that header instead.
+ * Builds conditioned-kv packets: the chunk at positions `headerLength..` attends to the learned
+ * header entries, which are left out of the result, and its keys are then re-rotated to the
+ * offsets. With `firstSlot`, the chunk in each sample's first slot attends to that header instead.
  */
 function prefillAfterHeaderKv(decoder: TfDecoder, embeddings: tf.Tensor3D, headerKv: LayerKv[], layout: PacketLayout, firstSlot?: LayerKv[]): BatchKv {
   const { samples, slots, maxChunk, headerLength, chunkLengths, offsets } = layout;
@@ -167,7 +167,7 @@ function prefillAfterHeaderKv(decoder: TfDecoder, embeddings: tf.Tensor3D, heade
     for (let i = 0; i < maxChunk; i++) positions[r * maxChunk + i] = headerLength + i;
     deltas[r] = offsets[r] - headerLength;
   }
-  // Row r holds slot r % slots of its sample, so each row takes its slot's header.
+  // Row r is slot r % slots of its sample, so each row takes its slot's header.
   const perRow = (later: tf.Tensor4D, first: tf.Tensor4D | undefined) =>
     first
       ? (tf.concat(Array.from({ length: rows }, (_, r) => (r % layout.slots === 0 ? first : later)), 0) as tf.Tensor4D)
