@@ -305,6 +305,15 @@ export function readBareHeaderKv(file: string, kvLayout?: KvLayout): KvCache {
   return readHeaderKv(readSafetensorsFile(file).tensors, file, kvLayout);
 }
 
+/**
+ * Reads a bare conditioned-kv adapter: the header cache as `readBareHeaderKv` does, plus the
+ * optional first-slot header cache `first_header_keys` and `first_header_values`.
+ */
+export function readBareKvAdapter(id: string, file: string, kvLayout?: KvLayout): AdapterVectors {
+  const { tensors } = readSafetensorsFile(file);
+  return makeKvAdapterVectors(id, readHeaderKv(tensors, file, kvLayout), readFirstSlotHeaderKv(tensors, file, kvLayout));
+}
+
 function readSafetensorsFile(file: string): ReturnType<typeof decodeSafetensors> {
   if (!existsSync(file)) {
     throw new KvpackError('ADAPTER_NOT_FOUND', `Adapter file not found: ${path.resolve(file)}.`, { file });

@@ -10,8 +10,7 @@ import {
   expectedModelOf,
   loadAdapter,
   makeAdapterVectors,
-  makeKvAdapterVectors,
-  readBareHeaderKv,
+  readBareKvAdapter,
   readBareVectors,
   writeAdapterFile,
   type AdapterFile,
@@ -126,7 +125,7 @@ export function registerAdapterCommands(program: Command): void {
     .command('import')
     .description(
       'Import an adapter trained elsewhere: a safetensors file with F32 tensors header [h, hidden] and trailer [t, hidden], ' +
-        'or for conditioned-kv header_keys and header_values [layers, kv_heads, P, head_dim]. ' +
+        'or for conditioned-kv header_keys and header_values [layers, kv_heads, P, head_dim] (and optionally first_header_keys and first_header_values). ' +
         'Runs the held-out evaluation and the fidelity gate, then writes a kvpack adapter file.',
     )
     .option('--model <dir>', modelOptionHelp('model folder the vectors were trained for'))
@@ -428,7 +427,7 @@ export async function importAdapter(
 
 function readImportedAdapter(engine: InferenceEngine, file: string, variant: AdapterVariant, id: string): AdapterVectors {
   if (variant === 'conditioned-kv') {
-    return makeKvAdapterVectors(id, readBareHeaderKv(file, engine.layout));
+    return readBareKvAdapter(id, file, engine.layout);
   }
   const { header, trailer } = readBareVectors(file, variant, engine.arch.hiddenSize);
   return makeAdapterVectors(id, variant, header, trailer, engine.arch.hiddenSize);

@@ -100,6 +100,13 @@ describe('kvpack adapter commands', () => {
     expect(JSON.parse(single.metadata.training).init).toBe('cache of a conditioned header trained first (bos init)');
     expect(single.tensors.has('first_header_keys')).toBe(false);
 
+    // Import keeps the first-slot header of a bare file.
+    const imported = path.join(dir, 'imported-kv.safetensors');
+    await kvpack(['adapter', 'import', '--model', model, '--from', fromFile, '--variant', 'conditioned-kv', ...small, '--out', imported]);
+    const importedTensors = decodeSafetensors(readFileSync(imported), imported).tensors;
+    expect(importedTensors.get('first_header_keys')?.data).toEqual(stored.tensors.get('first_header_keys')?.data);
+    expect(importedTensors.get('header_values')?.data).toEqual(stored.tensors.get('header_values')?.data);
+
     const evaluated = await kvpack(['adapter', 'eval', '--model', model, '--adapter', fromFile, '--samples', '3', '--chunks', '2']);
     expect(evaluated.stdout).toMatch(/\| 2 \| conditioned-kv \(2 per layer, first-slot header\) \| 3 \|/);
 
