@@ -1,8 +1,8 @@
 /**
- * Compares adapters with EPIC-k sample by sample on the stories260K held-out sets: for each chunk
- * count, the mean per-sample KL difference (adapter minus EPIC-k, negative means the adapter is
- * closer to full prefill), a 95% paired bootstrap interval, and how many samples each side wins.
- * A mean difference whose interval excludes 0 is what "better" means in adapters/README.md.
+ * Compares adapters with EPIC-k sample by sample on the stories260K held-out sets. For each chunk
+ * count it prints the mean per-sample KL difference (adapter minus EPIC-k, so negative means the
+ * adapter is closer to full prefill), a 95% paired bootstrap interval, and how many samples the
+ * adapter wins.
  *
  * Run: npx tsx bench/paired-kl.ts --adapters A.safetensors[,B.safetensors…] [--epic 4] [--chunks 2,3,4]
  *      [--samples 100] [--resamples 10000]

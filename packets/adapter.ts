@@ -286,28 +286,20 @@ function vectorAdapter(id: string, variant: AdapterVariant, vectors: { header: F
 /**
  * Reads the bare vectors of an adapter trained elsewhere: a safetensors file with an F32 tensor
  * `header` `[h, hidden]` and, for the reference variant, `trailer` `[t, hidden]`. Metadata is ignored.
- * A conditioned-kv adapter has no vectors: read it with `readBareHeaderKv`.
+ * A conditioned-kv adapter has no vectors: read it with `readBareKvAdapter`.
  */
 export function readBareVectors(file: string, variant: AdapterVariant, hiddenSize: number): { header: Float32Array; trailer: Float32Array } {
   if (variant === 'conditioned-kv') {
-    throw new KvpackError('INVALID_ARGUMENT', `${file}: a conditioned-kv adapter has a header cache instead of vectors; read it with readBareHeaderKv.`, { file });
+    throw new KvpackError('INVALID_ARGUMENT', `${file}: a conditioned-kv adapter has a header cache instead of vectors; read it with readBareKvAdapter.`, { file });
   }
   return readVectors(readSafetensorsFile(file).tensors, hiddenSize, file, variant);
 }
 
 /**
- * Reads the bare header cache of a conditioned-kv adapter trained elsewhere: a safetensors file
- * with F32 tensors `header_keys` and `header_values` `[layers, kv_heads, P, head_dim]`, keys
- * rotated for positions 0..P-1. Metadata is ignored. With `kvLayout`, a cache of another layout
- * raises ADAPTER_MISMATCH.
- */
-export function readBareHeaderKv(file: string, kvLayout?: KvLayout): KvCache {
-  return readHeaderKv(readSafetensorsFile(file).tensors, file, kvLayout);
-}
-
-/**
- * Reads a bare conditioned-kv adapter: the header cache as `readBareHeaderKv` does, plus the
- * optional first-slot header cache `first_header_keys` and `first_header_values`.
+ * Reads a bare conditioned-kv adapter trained elsewhere: a safetensors file with F32 tensors
+ * `header_keys` and `header_values` `[layers, kv_heads, P, head_dim]`, keys rotated for positions
+ * 0..P-1, and optionally the first-slot header `first_header_keys` and `first_header_values`.
+ * Metadata is ignored. With `kvLayout`, a cache of another layout raises ADAPTER_MISMATCH.
  */
 export function readBareKvAdapter(id: string, file: string, kvLayout?: KvLayout): AdapterVectors {
   const { tensors } = readSafetensorsFile(file);

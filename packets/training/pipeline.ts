@@ -68,9 +68,9 @@ export async function trainAndEvaluateAdapter(
 }
 
 /**
- * A conditioned-kv header trained from the start learns far slower than one that starts from a
- * trained conditioned header's cache, so without `initHeader` the conditioned header is trained
- * first with the same settings; the result reports both stages' steps and time.
+ * Trains the adapter, in two stages for conditioned-kv without `initHeader`: first a conditioned
+ * header with the same settings, then the cache of its vectors. A conditioned-kv header trained
+ * from the start learns far slower. The result reports both stages' steps and time.
  */
 function trainInStages(decoder: TfDecoder, data: TrainingData, options: TrainOptions): TrainResult {
   if (options.variant !== 'conditioned-kv' || options.initHeader) {

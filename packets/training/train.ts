@@ -180,10 +180,10 @@ function createTrainable(decoder: TfDecoder, options: TrainOptions, random: Seed
 }
 
 /**
- * The conditioned-kv header starts as the cache of `vectors` prefilled at positions 0.. and every
- * layer's keys and values are trained, except the last layer's: a layer's packet entries come from
- * that layer's input, so the last layer's header entries cannot influence any packet and stay fixed.
- * With `firstSlot`, a second cache with the same start serves the chunk in the first slot.
+ * Creates a trainable conditioned-kv header: the cache of `vectors` prefilled at positions 0..,
+ * with every layer's keys and values trained except the last layer's. A layer's packet entries
+ * come from that layer's input, so the last layer's header entries cannot influence any packet
+ * and stay fixed. With `firstSlot`, a second cache with the same start serves the first slot.
  */
 function trainableHeaderKv(decoder: TfDecoder, vectors: tf.Tensor2D, firstSlot: boolean): Trainable {
   const [length, hidden] = vectors.shape;

@@ -80,7 +80,7 @@ describe('kvpack adapter commands', () => {
     await kvpack(['adapter', 'train', '--model', model, '--variant', 'conditioned', ...tiny, ...small, '--out', start]);
 
     const fromFile = path.join(dir, 'from-file.safetensors');
-    // The header length comes from the starting file, whatever --header says.
+    // The header length comes from the starting file and overrides --header.
     const warm = await kvpack(['adapter', 'train', '--model', model, '--variant', 'conditioned-kv', '--init-from', start, ...tiny, '--header', '3', ...small, '--out', fromFile]);
     expect(warm.stdout).toContain(`Using the 2 header vectors of ${start}, so --header 3 does not apply.`);
     expect(warm.stdout).toContain(`Wrote ${fromFile}: conditioned-kv adapter from-file, 2 header entries per layer and a first-slot header, 2 steps`);

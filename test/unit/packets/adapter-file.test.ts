@@ -14,7 +14,7 @@ import {
   loadAdapter,
   makeAdapterVectors,
   makeKvAdapterVectors,
-  readBareHeaderKv,
+  readBareKvAdapter,
   readBareVectors,
   resolveAdapter,
   shippedAdapterFolder,
@@ -342,12 +342,13 @@ describe('conditioned-kv adapter files', () => {
     const cache = headerCache(3);
     const stacked = (arrays: readonly Float32Array[]) => ({ shape: [2, 2, 3, 4], data: Float32Array.from(arrays.flatMap((array) => [...array])) });
     writeFileSync(bare, encodeSafetensors(new Map([['header_keys', stacked(cache.keys)], ['header_values', stacked(cache.values)]]), { note: 'ignored' }));
-    const imported = readBareHeaderKv(bare, headerLayout);
-    expect(imported.length).toBe(3);
-    expect(kvAdapterFingerprint(imported)).toBe(CONDITIONED_KV_FINGERPRINT);
-    expectError(() => readBareHeaderKv(bare, { numLayers: 2, numKvHeads: 4, headDim: 4 }), 'ADAPTER_MISMATCH', 'shape [2, 2, 3, 4]', 'needs [2, 4, 3, 4]');
-    expectError(() => readBareVectors(bare, 'conditioned-kv', hidden), 'INVALID_ARGUMENT', 'read it with readBareHeaderKv');
-    expectError(() => readBareHeaderKv(path.join(dir, 'none.safetensors')), 'ADAPTER_NOT_FOUND', 'none.safetensors');
+    const imported = readBareKvAdapter('bare', bare, headerLayout);
+    expect(imported.headerLength).toBe(3);
+    expect(imported.fingerprint).toBe(CONDITIONED_KV_FINGERPRINT);
+    expect(imported.firstSlot).toBeUndefined();
+    expectError(() => readBareKvAdapter('bare', bare, { numLayers: 2, numKvHeads: 4, headDim: 4 }), 'ADAPTER_MISMATCH', 'shape [2, 2, 3, 4]', 'needs [2, 4, 3, 4]');
+    expectError(() => readBareVectors(bare, 'conditioned-kv', hidden), 'INVALID_ARGUMENT', 'read it with readBareKvAdapter');
+    expectError(() => readBareKvAdapter('bare', path.join(dir, 'none.safetensors')), 'ADAPTER_NOT_FOUND', 'none.safetensors');
   });
 });
 
